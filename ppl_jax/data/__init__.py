@@ -1,0 +1,1 @@
+"""Video sources (`base.VideoSource`) and prepared-data builders; see `input_pipeline`."""
