@@ -1,0 +1,5 @@
+"""Custom JAX ops for PPL."""
+
+from ppl_jax.ops.link_heatmap import link_heatmap
+
+__all__ = ['link_heatmap']
