@@ -1,0 +1,102 @@
+"""The PPL training objective (paper sec. 3.4; SPEC section 2).
+
+  loss = L_ir + boundary_weight * L_b + link_weight * L_l
+         + keypoint_recon_weight * MSE(T'_recon, sg(T')) + commitment_weight * MSE(G, sg(G'))
+
+L_ir   image reconstruction, from the `image_loss(recon, target) -> (scalar, metrics)` callable.
+L_b    boundary (eq. 5): sum over the N x 2 coordinates of T' with |c| > 1 of |c|; batch mean.
+L_l    link regularisation (eq. 5): sum over ordered pairs (i, j) of
+       w_ij |l(T_i, T_j) - l(T'_i, T'_j)|, l = Euclidean distance; batch mean. W has a zero
+       diagonal, so this is twice the sum over links i < j. Gradient reaches W, T' and (for an
+       explicit trainable prior) T.
+L_kr   keypoint-configuration reconstruction, in the release's form (not the paper's unsquared
+       norms): mean squared error over all B x N x 2 coordinates between T'_recon and sg(T'),
+       plus the VQ commitment MSE over all B x m x d entries between G and sg(G').
+"""
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+
+def boundary_loss(keypoints):
+  """L_b: sum of |c| over coordinates c of keypoints [B, N, 2] with |c| > 1, mean over B."""
+  mag = jnp.abs(keypoints.astype(jnp.float32))
+  return jnp.mean(jnp.sum(jnp.where(mag > 1.0, mag, 0.0), axis=(1, 2)))
+
+
+def _pair_distances(points):
+  """Euclidean distances [..., N, N] between points [..., N, 2], with a zero gradient at d = 0."""
+  diff = points[..., :, None, :] - points[..., None, :, :]
+  d2 = jnp.sum(diff ** 2, axis=-1)
+  positive = d2 > 0
+  # Double where: sqrt'(0) is infinite, and 0 * inf would put NaN into the gradient.
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, d2, 1.0)), 0.0)
+
+
+def link_loss(prior, keypoints, connectivity):
+  """L_l: sum_ij w_ij |l(T_i, T_j) - l(T'_i, T'_j)|, mean over B.
+
+  Args:
+    prior: T [N, 2].
+    keypoints: T' [B, N, 2].
+    connectivity: W [N, N] (zero diagonal).
+  """
+  before = _pair_distances(prior.astype(jnp.float32))[None]
+  after = _pair_distances(keypoints.astype(jnp.float32))
+  return jnp.mean(jnp.sum(connectivity * jnp.abs(before - after), axis=(1, 2)))
+
+
+def keypoint_recon_loss(keypoints_recon, keypoints):
+  """MSE(T'_recon, sg(T')) over all coordinates; gradient only into the memory path."""
+  target = jax.lax.stop_gradient(keypoints.astype(jnp.float32))
+  return jnp.mean((keypoints_recon.astype(jnp.float32) - target) ** 2)
+
+
+def commitment_loss(tokens, quantized):
+  """MSE(G, sg(G')) over all entries; pulls MIX_enc's tokens towards the chosen codebook tokens."""
+  return jnp.mean((tokens - jax.lax.stop_gradient(quantized)) ** 2)
+
+
+def tokens_used(indices):
+  """Distinct memory tokens chosen per bank in the batch, averaged over banks; indices [B, m]."""
+  ordered = jnp.sort(indices, axis=0)
+  return jnp.mean(1.0 + jnp.sum(ordered[1:] != ordered[:-1], axis=0))
+
+
+def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
+                  loss_config: ml_collections.ConfigDict,
+                  image_loss: Callable[[jax.Array, jax.Array], tuple]):
+  """Total PPL loss and its terms.
+
+  Args:
+    outputs: the dict returned by `PPL.__call__`.
+    image: the target frame I [B, H, W, 3] in [-1, 1].
+    loss_config: config.loss (boundary_weight, link_weight, keypoint_recon_weight,
+      commitment_weight).
+    image_loss: `(recon, target) -> (scalar, metrics dict of scalars)`.
+  Returns:
+    (loss scalar, metrics dict of float32 scalars): 'loss', 'image_loss', 'boundary_loss',
+    'link_loss', 'keypoint_recon_loss', 'commitment_loss', 'tokens_used', and the image
+    loss's own metrics under 'image/<name>'.
+  """
+  l_ir, image_metrics = image_loss(outputs['recon'], image)
+  l_b = boundary_loss(outputs['keypoints'])
+  l_l = link_loss(outputs['prior'], outputs['keypoints'], outputs['connectivity'])
+  l_kr = keypoint_recon_loss(outputs['keypoints_recon'], outputs['keypoints'])
+  l_c = commitment_loss(outputs['tokens'], outputs['quantized'])
+  loss = (l_ir + loss_config.boundary_weight * l_b + loss_config.link_weight * l_l
+          + loss_config.keypoint_recon_weight * l_kr + loss_config.commitment_weight * l_c)
+  metrics = {
+      'loss': loss,
+      'image_loss': l_ir,
+      'boundary_loss': l_b,
+      'link_loss': l_l,
+      'keypoint_recon_loss': l_kr,
+      'commitment_loss': l_c,
+      'tokens_used': tokens_used(outputs['indices']),
+  }
+  metrics.update({f'image/{k}': v for k, v in image_metrics.items()})
+  return loss, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
