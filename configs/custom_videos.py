@@ -1,0 +1,34 @@
+"""A user's folder of videos of one category (e.g. the paper's YouTube dogs, N = 10).
+
+  python -m ppl_jax.main --config=configs/custom_videos.py --config.data.root=/my/videos \
+      --config.loss.vgg_weights=/path/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+      --workdir=workdir/dogs
+The folder holds video files (mp4/avi/mov) or per-video frame folders; optional labels
+for evaluation: --config.data.labels=CollectedData_x.csv (DeepLabCut layout).
+Arguments: parts=10 (N), size=128, variant=1..11 | name (Table 3; predefined priors
+use 'quadruped10' for N = 10, else 'ring'), tiny=true (smoke run on synthetic data).
+"""
+
+from ppl_jax import config as config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, parts=10, size=128, variant='default', tiny=False)
+  config = config_lib.default_config()
+  config.data.name = 'custom'
+  config.data.image_size = arg.size
+  config.data.num_workers = 2
+  config.data.on_bad_video = 'warn'
+  config.model.num_parts = arg.parts
+  config.model.prior_template = 'quadruped10' if arg.parts == 10 else 'ring'
+  config_lib.apply_prior_variant(config, arg.variant)
+  config.loss.perceptual = 'vgg19'
+  config.batch_size = 64
+  config.num_train_steps = 20_000
+  # Without labels there is nothing to evaluate: with --config.data.labels also
+  # pass --config.eval_at_end=true.
+  config.eval_at_end = False
+  if arg.tiny:
+    config.data.name = 'synthetic'
+    config_lib.make_tiny(config)
+  return config

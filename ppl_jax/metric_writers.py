@@ -1,0 +1,128 @@
+"""Metrics to `workdir/metrics.jsonl` and TensorBoard (tensorboardX, no TensorFlow).
+
+Only process 0 writes. Image summaries also go to `workdir/images/<name>_<step>.png`
+so they can be looked at without TensorBoard.
+"""
+
+import json
+import os
+from typing import Dict, Mapping, Optional
+
+import jax
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ppl_jax.data import base
+
+# A colour per keypoint, cycled (matplotlib's tab10).
+_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+            (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+            (188, 189, 34), (23, 190, 207))
+
+
+class MetricWriter:
+  """Scalars as JSON lines + TensorBoard scalars; images as TensorBoard + PNG."""
+
+  def __init__(self, workdir: str, *, enabled: Optional[bool] = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.workdir = workdir
+    self._jsonl = None
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      # Line-buffered, appending: a resumed run continues the same file; a
+      # reader keeps the last line of each step.
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a',
+                         buffering=1)
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
+    for name, value in values.items():
+      self._tb.add_scalar(name, value, int(step))
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """images: name -> uint8 [H, W, 3]."""
+    if not self.enabled:
+      return
+    folder = os.path.join(self.workdir, 'images')
+    os.makedirs(folder, exist_ok=True)
+    for name, image in images.items():
+      self._tb.add_image(name, image, int(step), dataformats='HWC')
+      Image.fromarray(image).save(os.path.join(folder, f'{name}_{step:07d}.png'))
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._jsonl.flush()
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+  """float [..., 3] in [-1, 1] -> uint8 (clipped)."""
+  image = (np.asarray(image, np.float32) + 1.0) * 127.5
+  return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def draw_pose(image: np.ndarray, keypoints: np.ndarray, weights: np.ndarray, *,
+              scale: int = 1) -> np.ndarray:
+  """Keypoints and links over an image; a link's opacity is w_ij / max(w).
+
+  image: uint8 [H, W, 3]; keypoints [N, 2] (x, y) in [-1, 1]; weights [N, N].
+  Returns uint8 [scale*H, scale*W, 3].
+  """
+  height, width = image.shape[:2]
+  canvas = Image.fromarray(image).resize((width * scale, height * scale),
+                                         Image.NEAREST).convert('RGBA')
+  overlay = Image.new('RGBA', canvas.size, (0, 0, 0, 0))
+  draw = ImageDraw.Draw(overlay)
+  points = base.normalized_to_pixels(keypoints, width, height).astype(np.float64)
+  points = (points + 0.5) * scale  # pixel centres of the upscaled image
+  weights = np.asarray(weights, np.float64)
+  top = max(float(weights.max()), 1e-12)
+  n = len(points)
+  line_width = max(1, scale // 2)
+  for i in range(n):
+    for j in range(i + 1, n):
+      alpha = int(round(255 * np.clip(weights[i, j] / top, 0.0, 1.0)))
+      if alpha:
+        draw.line([tuple(points[i]), tuple(points[j])],
+                  fill=(255, 255, 0, alpha), width=line_width)
+  radius = max(1.5, scale * 1.0)
+  for i, (x, y) in enumerate(points):
+    draw.ellipse([x - radius, y - radius, x + radius, y + radius],
+                 fill=_COLOURS[i % len(_COLOURS)] + (255,))
+  return np.asarray(Image.alpha_composite(canvas, overlay).convert('RGB'))
+
+
+def pose_summary(batch: Dict[str, np.ndarray], outputs: Dict[str, np.ndarray],
+                 *, max_rows: int = 4, scale: int = 2) -> np.ndarray:
+  """A grid, one row per example: input | reference | reconstruction | heatmap | pose.
+
+  batch: 'image', 'reference' [B, H, W, 3] in [-1, 1]; outputs: 'recon' [B, H, W, 3],
+  'heatmap' [B, H, W] in [0, max w], 'keypoints' [B, N, 2], 'connectivity' [N, N].
+  Returns uint8 [rows*scale*H, 5*scale*W, 3].
+  """
+  rows = []
+  weights = np.asarray(outputs['connectivity'])
+  heatmaps = np.asarray(outputs['heatmap'], np.float32)
+  for b in range(min(max_rows, len(batch['image']))):
+    image = to_uint8(batch['image'][b])
+    heat = heatmaps[b] / max(float(heatmaps[b].max()), 1e-12)
+    heat = np.repeat((heat[..., None] * 255).astype(np.uint8), 3, axis=-1)
+    tiles = [image, to_uint8(batch['reference'][b]), to_uint8(outputs['recon'][b]),
+             heat]
+    tiles = [np.asarray(Image.fromarray(t).resize(
+        (t.shape[1] * scale, t.shape[0] * scale), Image.NEAREST)) for t in tiles]
+    tiles.append(draw_pose(image, np.asarray(outputs['keypoints'][b]), weights,
+                           scale=scale))
+    rows.append(np.concatenate(tiles, axis=1))
+  return np.concatenate(rows, axis=0)

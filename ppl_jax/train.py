@@ -1,0 +1,368 @@
+"""Training loop and end-of-run evaluation: `train_and_evaluate(config, workdir)`.
+
+The train state is a plain dict pytree:
+  {'params', 'batch_stats', 'memory' (VQ codebook EMA), 'opt_state', 'step' int32 [],
+   'rng' uint32 [2]}.
+It lives on a 1-D 'data' mesh (replicated unless config.sharding.param_rules says
+otherwise); batches are split over 'data'. Initialisation is `jax.eval_shape` then
+a jitted init with `out_shardings`; the step is `jax.jit` with in/out shardings
+and the state donated.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ppl_jax import checkpointing
+from ppl_jax import config as config_lib
+from ppl_jax import input_pipeline
+from ppl_jax import metric_writers
+from ppl_jax import optim
+from ppl_jax import sharding
+from ppl_jax.data import base
+from ppl_jax.evaluation import matching
+from ppl_jax.losses import make_image_loss
+from ppl_jax.losses.objective import ppl_objective
+from ppl_jax.models import build_model
+from ppl_jax.models.ppl import PPL
+
+_SUMMARY_ROWS = 4
+
+
+@dataclasses.dataclass
+class TrainSetup:
+  """Everything compiled for one config on one mesh.
+
+  init(): the initial state, sharded. train_step(state, batch, vgg_params) ->
+  (state, metrics). eval_step(state, batch) -> batch with 'predicted' [B, N, 2]
+  added, replicated. summary_step(state, batch) -> outputs of the first rows.
+  """
+  model: PPL
+  mesh: jax.sharding.Mesh
+  abstract_state: Any            # ShapeDtypeStructs carrying the shardings
+  state_shardings: Any
+  vgg_params: Any                # replicated on the mesh
+  init: Callable[[], Any]
+  train_step: Callable[..., Any]
+  eval_step: Callable[..., Any]
+  summary_step: Callable[..., Any]
+
+
+def _variables(state, params=None):
+  variables = {'params': state['params'] if params is None else params}
+  for collection in ('batch_stats', 'memory'):
+    if state[collection]:
+      variables[collection] = state[collection]
+  return variables
+
+
+def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+                       random_vgg: bool = False) -> TrainSetup:
+  """Builds model, optimizer and image loss, and jits init / train / eval steps."""
+  model = build_model(config)
+  tx = optim.make_optimizer(config)
+  image_loss_fn, vgg_params = make_image_loss(
+      config.loss, random_vgg=random_vgg, dtype=config.model.dtype,
+      remat=config.model.remat_perceptual)
+  size = config.data.image_size
+  seed = config.seed
+
+  def init_state():
+    params_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+    image = jnp.zeros((1, size, size, 3), jnp.float32)
+    variables = model.init({'params': params_rng}, image, image, train=False)
+    params = variables['params']
+    return {
+        'params': params,
+        'batch_stats': variables.get('batch_stats', {}),
+        'memory': variables.get('memory', {}),
+        'opt_state': tx.init(params),
+        'step': jnp.zeros((), jnp.int32),
+        'rng': state_rng,
+    }
+
+  shapes = jax.eval_shape(init_state)
+  state_shardings = sharding.state_shardings(shapes, mesh,
+                                             config.sharding.param_rules)
+  abstract_state = jax.tree_util.tree_map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      shapes, state_shardings)
+  replicated = sharding.replicated(mesh)
+  data = sharding.batch_sharding(mesh)
+  loss_config = config.loss
+  mutable = [c for c in ('batch_stats', 'memory') if shapes[c]]
+
+  def train_step(state, batch, vgg_params):
+    step_rng = jax.random.fold_in(state['rng'], state['step'])
+
+    def loss_fn(params):
+      outputs, updates = model.apply(
+          _variables(state, params), batch['image'], batch['reference'], train=True,
+          mutable=mutable, rngs={'dropout': step_rng})
+      loss, metrics = ppl_objective(outputs, batch['image'], loss_config,
+                                    functools.partial(image_loss_fn, vgg_params))
+      return loss, (metrics, updates)
+
+    (_, (metrics, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'])
+    param_updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = jax.tree_util.tree_map(jnp.add, state['params'], param_updates)
+    metrics['grad_norm'] = _global_norm(grads)
+    metrics['param_norm'] = _global_norm(params)
+    new_state = dict(state, params=params, opt_state=opt_state,
+                     step=state['step'] + 1)
+    new_state.update(updates)
+    return new_state, metrics
+
+  def eval_step(state, batch):
+    keypoints, _ = model.apply(_variables(state), batch['image'], train=False,
+                               method=PPL.estimate)
+    return dict(batch, predicted=keypoints)
+
+  def summary_step(state, batch):
+    rows = {k: v[:_SUMMARY_ROWS] for k, v in batch.items()}
+    outputs = model.apply(_variables(state), rows['image'], rows['reference'],
+                          train=False)
+    return {k: outputs[k] for k in ('recon', 'heatmap', 'keypoints', 'connectivity')}
+
+  return TrainSetup(
+      model=model, mesh=mesh, abstract_state=abstract_state,
+      state_shardings=state_shardings,
+      vgg_params=sharding.replicate(vgg_params, mesh),
+      # Jitted so the arrays are created directly with their shardings.
+      init=jax.jit(init_state, out_shardings=state_shardings),
+      train_step=jax.jit(train_step, in_shardings=(state_shardings, data, replicated),
+                         out_shardings=(state_shardings, replicated),
+                         donate_argnums=(0,)),
+      eval_step=jax.jit(eval_step, in_shardings=(state_shardings, data),
+                        out_shardings=replicated),
+      summary_step=jax.jit(summary_step, in_shardings=(state_shardings, data),
+                           out_shardings=replicated))
+
+
+def _global_norm(tree):
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def _check_finite(step: int, metrics: Dict[str, float]) -> None:
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    raise FloatingPointError(
+        f'Non-finite training metrics at step {step}: {bad}. Stopping; the last good '
+        'checkpoint is kept. Try a lower config.optim.learning_rate or '
+        'config.optim.grad_clip_norm > 0.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       random_vgg: bool = False) -> Optional[Dict[str, Any]]:
+  """Trains (resuming from workdir's latest checkpoint) and evaluates at the end.
+
+  Returns the evaluation results (see `evaluate`), or None when the run stopped
+  early on SIGTERM (after saving a checkpoint at its current step) or has no
+  evaluation.
+  """
+  config_lib.validate(config)
+  mesh = sharding.make_mesh()
+  sharding.log_topology(mesh)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  setup = create_train_setup(config, mesh, random_vgg=random_vgg)
+
+  train_source = input_pipeline.build_source(config.data, 'train', seed=config.seed)
+  dataset = input_pipeline.create_train_dataset(
+      config, train_source, seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  data_iter = iter(dataset)
+
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
+      use_async=config.checkpoint_async)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(setup.abstract_state, data_iter)
+  else:
+    state = setup.init()
+  step = int(jax.device_get(state['step']))
+  if step:
+    logging.info('Resuming at step %d of %d', step, config.num_train_steps)
+
+  writer = metric_writers.MetricWriter(workdir)
+  watcher = checkpointing.PreemptionWatcher()
+  watcher.install()
+  try:
+    outcome = _train_loop(config, setup, state, step, data_iter, ckpt, writer,
+                          watcher)
+    state = outcome.state
+  finally:
+    watcher.uninstall()
+    ckpt.close()
+  if outcome.stopped:
+    writer.close()
+    return None
+  results = None
+  if config.eval_at_end:
+    results = evaluate(config, setup, state, train_source)
+    writer.write_scalars(config.num_train_steps,
+                         {f'eval/{k}': v for k, v in results.items()
+                          if isinstance(v, float)})
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+        json.dump(results, f, indent=2)
+  writer.close()
+  return results
+
+
+@dataclasses.dataclass
+class _LoopResult:
+  state: Any
+  stopped: bool
+
+
+def _train_loop(config, setup, state, step, data_iter, ckpt, writer,
+                watcher) -> _LoopResult:
+  """Runs steps until num_train_steps or SIGTERM; checkpoints as configured."""
+  mesh = setup.mesh
+  num_steps = config.num_train_steps
+  last_time, last_step = time.perf_counter(), step
+  pending_metrics = None
+  while step < num_steps:
+    if watcher.should_stop():
+      logging.warning('SIGTERM received: saving a checkpoint at step %d and exiting.',
+                      step)
+      ckpt.save(step, state, data_iter, force=True)
+      return _LoopResult(state, stopped=True)
+    batch = next(data_iter)
+    global_batch = sharding.shard_batch(batch, mesh)
+    state, pending_metrics = setup.train_step(state, global_batch, setup.vgg_params)
+    step += 1
+    log_now = step % config.log_every_steps == 0 or step == num_steps
+    save_now = ckpt.manager.should_save(step) or step == num_steps
+    if log_now or save_now:
+      # Never log or checkpoint a diverged state.
+      metrics = {k: float(v) for k, v in jax.device_get(pending_metrics).items()}
+      _check_finite(step, metrics)
+    if log_now:
+      now = time.perf_counter()
+      steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
+      metrics['steps_per_s'] = steps_per_s
+      metrics['frames_per_s'] = steps_per_s * config.batch_size
+      writer.write_scalars(step, metrics)
+      eta = (num_steps - step) / max(steps_per_s, 1e-9)
+      logging.info('step %d/%d  loss %.5f  image %.5f  kp_recon %.5f  commit %.5f  '
+                   '%.1f frames/s  ETA %s', step, num_steps, metrics['loss'],
+                   metrics['image_loss'], metrics['keypoint_recon_loss'],
+                   metrics['commitment_loss'], metrics['frames_per_s'],
+                   time.strftime('%H:%M:%S', time.gmtime(eta)))
+      last_time, last_step = now, step
+    every = config.image_summary_every_steps
+    if every and (step % every == 0 or step == num_steps):
+      outputs = jax.device_get(setup.summary_step(state, global_batch))
+      rows = {k: np.asarray(v)[:_SUMMARY_ROWS] for k, v in batch.items()}
+      writer.write_images(step, {'summary': metric_writers.pose_summary(rows, outputs)})
+    ckpt.save(step, state, data_iter, force=step == num_steps)
+  return _LoopResult(state, stopped=False)
+
+
+def _local_rows(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """This process's contiguous share of a batch every process read in full."""
+  count, index = jax.process_count(), jax.process_index()
+  return {k: np.split(np.asarray(v), count)[index] for k, v in batch.items()}
+
+
+def predict(config, setup: TrainSetup, state, source: base.VideoSource):
+  """Keypoints on all labelled frames of `source`.
+
+  Returns (predicted [F, N, 2], keypoints [F, G, 2], visible [F, G]), (x, y) in
+  [-1, 1]; at most config.eval_max_batches batches (0 = all).
+  """
+  dataset = input_pipeline.create_eval_dataset(config, source,
+                                               batch_size=config.eval_batch_size)
+  predicted, keypoints, visible = [], [], []
+  for i, batch in enumerate(dataset):
+    if config.eval_max_batches and i >= config.eval_max_batches:
+      break
+    rows = {k: batch[k] for k in ('image', 'keypoints', 'visible', 'valid')}
+    out = jax.device_get(setup.eval_step(
+        state, sharding.shard_batch(_local_rows(rows), setup.mesh)))
+    valid = np.asarray(out['valid'], bool)
+    predicted.append(np.asarray(out['predicted'])[valid])
+    keypoints.append(np.asarray(out['keypoints'])[valid])
+    visible.append(np.asarray(out['visible'], bool)[valid])
+  if not predicted:
+    raise ValueError(f'The test split of config.data.name={config.data.name!r} has no '
+                     'labelled frames to evaluate.')
+  return (np.concatenate(predicted), np.concatenate(keypoints),
+          np.concatenate(visible))
+
+
+def mean_training_pose(source: base.VideoSource, *, frames_per_video: int = 16
+                       ) -> np.ndarray:
+  """Mean ground-truth pose [G, 2] in [-1, 1] over (up to) evenly spaced frames.
+
+  Missing joints are left out of their joint's mean.
+  """
+  total, count = None, None
+  for video in range(source.num_videos):
+    n = source.num_frames(video)
+    height, width = source.frame(video, 0).shape[:2]
+    for t in np.unique(np.linspace(0, n - 1, min(n, frames_per_video)).astype(int)):
+      labels = source.labels(video, int(t))
+      if labels is None:
+        continue
+      xy = base.pixels_to_normalized(labels.keypoints, width, height).astype(np.float64)
+      vis = np.asarray(labels.visible, bool)
+      if total is None:
+        total, count = np.zeros_like(xy), np.zeros(len(xy))
+      total += np.where(vis[:, None], xy, 0.0)
+      count += vis
+  if total is None:
+    raise ValueError('The training split has no labels: no mean-pose baseline.')
+  return (total / np.maximum(count, 1)[:, None]).astype(np.float32)
+
+
+def evaluate(config, setup: TrainSetup, state,
+             train_source: Optional[base.VideoSource]) -> Dict[str, Any]:
+  """Min-cost-flow matched error on the test split, and a mean-pose baseline.
+
+  Errors are mean L2 distances in units of the image side, x100 (H36M style).
+  The baseline predicts the training split's mean ground-truth pose on every frame
+  (G points, matched the same way).
+  """
+  test_source = input_pipeline.build_source(config.data, 'test', seed=config.seed)
+  predicted, keypoints, visible = predict(config, setup, state, test_source)
+  # [-1, 1] spans the image side twice: halve to get units of the image side.
+  result = matching.matched_error(predicted / 2, keypoints / 2, visible)
+  results = {
+      'protocol': 'min-cost-flow matching (SPEC 4), L2 x100 in units of the image side',
+      'num_frames': int(len(predicted)),
+      'num_labels': result.num_labels,
+      'matched_error': 100 * result.error,
+      'assignment': result.assignment.tolist(),
+  }
+  if train_source is not None:
+    mean_pose = mean_training_pose(train_source)
+    baseline = matching.matched_error(
+        np.broadcast_to(mean_pose, keypoints.shape) / 2, keypoints / 2, visible)
+    results['mean_pose_matched_error'] = 100 * baseline.error
+  if jax.process_index() == 0:
+    lines = [f'Evaluation on {results["num_frames"]} held-out {config.data.name} frames '
+             f'({results["protocol"]}):',
+             f'  PPL (N={config.model.num_parts})  matched error '
+             f'{results["matched_error"]:.3f}']
+    if 'mean_pose_matched_error' in results:
+      lines.append(f'  mean training pose   matched error '
+                   f'{results["mean_pose_matched_error"]:.3f}')
+    print('\n'.join(lines), flush=True)
+  return results
