@@ -1,0 +1,101 @@
+"""Iterative inference against a step-by-step loop over the model's methods."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppl_jax import config as config_lib
+from ppl_jax.evaluation import iterative
+from ppl_jax.evaluation import occlusion
+from ppl_jax.models import build_model
+
+
+def _tiny_model_and_variables():
+  """A tiny PPL and random variables of its structure.
+
+  The variables are drawn on the host from the shapes of `jax.eval_shape(init)`:
+  compiling `model.init` costs about a minute on a loaded 2-core CPU, and the test
+  needs only some fixed, non-degenerate values.
+  """
+  config = config_lib.default_config()
+  config_lib.make_tiny(config)
+  config.model.num_parts = 4
+  model = build_model(config)
+  image = jnp.zeros((2, 32, 32, 3))
+  shapes = jax.eval_shape(lambda key: model.init(key, image, image, train=False),
+                          jax.random.key(0))
+  rng = np.random.default_rng(0)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name in ('mean', 'bias'):
+      return jnp.asarray(0.1 * rng.normal(size=leaf.shape), leaf.dtype)
+    if name in ('var', 'scale', 'ema_count', 'alpha'):
+      return jnp.asarray(1.0 + 0.1 * rng.uniform(size=leaf.shape), leaf.dtype)
+    fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+    return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
+  return model, jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  return _tiny_model_and_variables()
+
+
+def test_iterations_follow_the_paper(tiny):
+  model, variables = tiny
+  image = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  outputs = iterative.make_iterative_inference(model)(variables, image)
+  assert outputs['keypoints'].shape == (4, 2, 4, 2)
+  assert outputs['keypoints_recon'].shape == (4, 2, 4, 2)
+  assert outputs['recon'].shape == (4, 2, 32, 32, 3)
+  assert outputs['heatmap'].shape == (4, 2, 32, 32)
+
+  estimate = jax.jit(lambda x: model.apply(variables, x, train=False, method=model.estimate))
+  recall = jax.jit(lambda k: model.apply(variables, k, method=model.recall))
+  decode = jax.jit(lambda ref, k: model.apply(variables, ref, k, train=False,
+                                              method=model.render_and_decode))
+  current = image
+  for t in range(4):
+    keypoints, _ = estimate(current)
+    keypoints_recon = recall(keypoints)
+    recon, heatmap = decode(image, keypoints_recon)   # reference: the original frame
+    np.testing.assert_allclose(outputs['keypoints'][t], keypoints, atol=1e-4)
+    np.testing.assert_allclose(outputs['keypoints_recon'][t], keypoints_recon, atol=1e-4)
+    np.testing.assert_allclose(outputs['recon'][t], recon, atol=1e-4)
+    np.testing.assert_allclose(outputs['heatmap'][t], heatmap, atol=1e-4)
+    if t == 1:
+      # Decoding with the previous reconstruction as reference would differ.
+      wrong, _ = decode(current, keypoints_recon)
+      assert np.abs(np.asarray(wrong) - np.asarray(recon)).max() > 1e-3
+    current = recon
+  # The iterations change the input, so later keypoints differ from iteration 0's.
+  assert np.abs(outputs['keypoints'][1] - outputs['keypoints'][0]).max() > 1e-6
+
+
+def test_occlusion_sweep_hand_computed():
+  ground_truth = np.array([[[0.0, 0.0], [0.5, 0.5]]])        # one frame, two joints
+  offsets = np.array([0.0, 0.1, 0.2])                        # per iteration, in x
+
+  def infer(variables, images):
+    del variables
+    # Two detected keypoints at the joints (swapped order), shifted by the offset of the
+    # iteration, plus the fraction of masked (zero) pixels so maskings differ.
+    masked = float((np.asarray(images) == 0).all(axis=-1).mean())
+    base = ground_truth[:, ::-1]
+    keypoints = base[None] + (offsets + masked)[:, None, None, None] * np.array([1.0, 0.0])
+    return {'keypoints': keypoints}
+
+  batch = {'image': np.ones((1, 32, 32, 3), np.float32), 'keypoints': ground_truth,
+           'visible': np.array([[True, True]]), 'valid': np.array([True])}
+  results = iterative.occlusion_sweep(
+      infer, None, [batch], [occlusion.CenterMasking(0), occlusion.CenterMasking(16)],
+      assignment=np.array([1, 0]))
+  clean, centre = results['center_0'], results['center_16']
+  assert clean.protocol == iterative.FIXED_MATCHING_PROTOCOL
+  # Every joint is off by the x offset: L2 = offset, in [-1, 1] units -> x 50.
+  np.testing.assert_allclose(clean.details['per_iteration'], [0.0, 5.0, 10.0], atol=1e-9)
+  np.testing.assert_allclose(centre.details['per_iteration'], [12.5, 17.5, 22.5], atol=1e-9)
+  assert clean.value == pytest.approx(10.0)
