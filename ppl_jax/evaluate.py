@@ -1,0 +1,556 @@
+"""Evaluates a trained PPL run: `python -m ppl_jax.evaluate --workdir=DIR`.
+
+Restores the latest checkpoint of DIR (the config defaults to DIR/config.json,
+which training writes; --config=configs/x.py overrides it) and writes DIR/eval/:
+  report.json   every number with its protocol, units, split and checkpoint step:
+                - matched_error: min-cost-flow matched L2 on the 'test' split (SPEC 4)
+                - mean_pose_baseline: the training split's mean ground-truth pose,
+                  matched the same way, on 'test'
+                - regression: the dataset's regression protocol
+                  (`regression.regression_for_dataset`), fitted on 'train_eval'
+                  labelled frames and evaluated on 'test'
+                - occlusion/<masking>: iterative inference (4 iterations) under
+                  RandomMasking (0 = clean, 0.1-0.4) and CenterMasking (4-12
+                  patches), error per iteration with the assignment matched on
+                  clean frames (paper Figs. 6-7)
+                - prior_edges: connectivity edge precision / recall against the
+                  source's ground-truth skeleton (when it has one)
+                - prior_drift: movement of T and W between the kept checkpoints
+  report.md     a short summary embedding the figures
+  figures/*.png pose overlays, learned prior, occlusion strips, error against
+                iteration for both sweeps, prior evolution over the kept checkpoints.
+Everything is written to a temporary folder first and moved into place at the
+end, so a failed run leaves no partial DIR/eval. Single-process (one host).
+
+Errors are L2 distances in units of the image side x 100 unless a protocol says
+otherwise (Taichi: pixels at 256; regression on other datasets: % of image size).
+This driver evaluates all test frames (or --max_eval_frames of them);
+config.eval_max_batches, which limits training's end-of-run evaluation, is not used.
+"""
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, Iterator, List, Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ppl_jax import config as config_lib
+from ppl_jax import input_pipeline
+from ppl_jax import sharding
+from ppl_jax import train
+from ppl_jax.data import base
+from ppl_jax.data.errors import DataError
+from ppl_jax.evaluation import figures
+from ppl_jax.evaluation import iterative
+from ppl_jax.evaluation import matching
+from ppl_jax.evaluation import occlusion
+from ppl_jax.evaluation import prior_quality
+from ppl_jax.evaluation import regression
+
+MATCHING_PROTOCOL = 'min_cost_flow_matching'
+MEAN_POSE_PROTOCOL = 'mean_training_pose_min_cost_flow_matching'
+DRIFT_PROTOCOL = 'prior_drift_between_checkpoints'
+IMAGE_SIDE_UNITS = 'L2 / image size x 100'
+STRIP_MASKINGS = (occlusion.RandomMasking(0.3), occlusion.CenterMasking(8))
+_OVERLAY_FRAMES = 8
+
+
+# --- config and checkpoints (also used by ppl_jax.predict) -------------------
+
+def load_config(workdir: str,
+                config: Optional[ml_collections.ConfigDict] = None
+                ) -> ml_collections.ConfigDict:
+  """`config` if given, else DIR/config.json (written by training) on the defaults.
+
+  JSON turns tuples into lists; fields whose default is a tuple get tuples back.
+  """
+  if config is not None:
+    return config
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'{path} not found: training writes it into its workdir. Pass the training '
+        'config explicitly, e.g. --config=configs/synthetic.py.')
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f'{path} cannot be read as JSON ({e}); pass --config=... '
+                     'instead.') from e
+  result = config_lib.default_config()
+  _merge(result, values)
+  return result
+
+
+def _as_tuples(value):
+  if isinstance(value, list):
+    return tuple(_as_tuples(v) for v in value)
+  return value
+
+
+def _merge(node: ml_collections.ConfigDict, values: Dict[str, Any]) -> None:
+  for key, value in values.items():
+    current = node.get(key)
+    if isinstance(value, dict) and isinstance(current, ml_collections.ConfigDict):
+      _merge(current, value)
+      continue
+    if isinstance(current, tuple) or current is None:
+      value = _as_tuples(value)
+    # JSON cannot say int from float for values like 1.0, nor keep tuples.
+    with node.ignore_type():
+      node[key] = value
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def _manager(workdir: str) -> ocp.CheckpointManager:
+  # read_only: evaluating must never create, delete or rewrite checkpoints.
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_names=('state', 'data_iter'))
+
+
+def checkpoint_steps(workdir: str) -> List[int]:
+  """Sorted steps of the complete checkpoints in DIR/checkpoints (raises if none)."""
+  directory = checkpoint_dir(workdir)
+  steps = []
+  if os.path.isdir(directory):
+    manager = _manager(workdir)
+    steps = sorted(manager.all_steps())
+    manager.close()
+  if not steps:
+    raise FileNotFoundError(
+        f'No checkpoint in {directory}: train first (python -m ppl_jax.main '
+        f'--config=... --workdir={workdir}) or pass the workdir of a trained run.')
+  return steps
+
+
+@dataclasses.dataclass
+class Restored:
+  """A restored run: the compiled setup, the train state of `step`, its variables."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  setup: train.TrainSetup
+  state: Any
+  step: int
+  steps: List[int]          # every kept checkpoint step, ascending
+  variables: Dict[str, Any]  # for model.apply: params (+ batch_stats, memory)
+
+  def restore_step(self, step: int) -> Dict[str, Any]:
+    """Model variables of another kept checkpoint."""
+    return model_variables(_restore_state(self.setup, self.config, self.workdir, step))
+
+
+def model_variables(state) -> Dict[str, Any]:
+  """The variables `model.apply` takes, from a train state (as the train step builds them)."""
+  variables = {'params': state['params']}
+  for collection in ('batch_stats', 'memory'):
+    if state[collection]:
+      variables[collection] = state[collection]
+  return variables
+
+
+def _restore_state(setup, config, workdir, step):
+  manager = _manager(workdir)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(setup.abstract_state)))
+  except Exception as e:  # orbax raises several types on a structure mismatch
+    raise ValueError(
+        f'The checkpoint of step {step} in {checkpoint_dir(workdir)} does not match '
+        f'the model built from the config (data.image_size='
+        f'{config.data.image_size}, model.num_parts={config.model.num_parts}): pass '
+        f'the config the run was trained with (its workdir/config.json). ({e})') from e
+  finally:
+    manager.close()
+  return restored['state']
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str,
+            step: Optional[int] = None) -> Restored:
+  """Restores checkpoint `step` (default: the latest) of `workdir` for inference."""
+  steps = checkpoint_steps(workdir)
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise ValueError(f'No checkpoint of step {step} in {checkpoint_dir(workdir)}; '
+                     f'kept steps: {steps}.')
+  # The image loss is not used here: a pixel loss avoids loading VGG weights,
+  # and the train-state layout does not depend on the loss.
+  setup_config = copy.deepcopy(config)
+  setup_config.loss.perceptual = 'none'
+  setup_config.loss.pixel = 'l1'
+  setup = train.create_train_setup(setup_config, sharding.make_mesh())
+  state = _restore_state(setup, config, workdir, step)
+  logging.info('Restored step %d of %s (kept: %s)', step, workdir, steps)
+  return Restored(config=config, workdir=workdir, setup=setup, state=state, step=step,
+                  steps=steps, variables=model_variables(state))
+
+
+# --- evaluation --------------------------------------------------------------
+
+def eval_batches(config, source: base.VideoSource, max_frames: int = 0
+                 ) -> Iterator[Dict[str, np.ndarray]]:
+  """`input_pipeline.create_eval_dataset` batches, limited to the first max_frames
+  labelled frames (0 = all) by clearing 'valid' beyond them."""
+  count = 0
+  dataset = input_pipeline.create_eval_dataset(config, source,
+                                               batch_size=config.eval_batch_size)
+  for batch in dataset:
+    if max_frames and count >= max_frames:
+      return
+    valid = np.asarray(batch['valid'], bool).copy()
+    if max_frames:
+      valid[np.flatnonzero(valid)[max_frames - count:]] = False
+    count += int(valid.sum())
+    yield dict(batch, valid=valid)
+
+
+@dataclasses.dataclass
+class Predictions:
+  """Keypoints on labelled frames, all (x, y) in [-1, 1].
+
+  predicted [F, N, 2]; keypoints (ground truth) [F, G, 2]; visible bool [F, G];
+  first_images [<=8, S, S, 3] in [-1, 1] and first_predicted [<=8, N, 2] (figures).
+  """
+  predicted: np.ndarray
+  keypoints: np.ndarray
+  visible: np.ndarray
+  first_images: np.ndarray
+  first_predicted: np.ndarray
+
+
+def predict_split(restored: Restored, split: str, max_frames: int = 0, *,
+                  source: Optional[base.VideoSource] = None) -> Predictions:
+  """Runs the jitted eval step on the labelled frames of `split` (or `source`)."""
+  config, setup = restored.config, restored.setup
+  if source is None:
+    source = input_pipeline.build_source(config.data, split, seed=config.seed)
+  predicted, keypoints, visible, images = [], [], [], []
+  for batch in eval_batches(config, source, max_frames):
+    rows = {k: batch[k] for k in ('image', 'keypoints', 'visible', 'valid')}
+    out = jax.device_get(setup.eval_step(restored.state,
+                                         sharding.shard_batch(rows, setup.mesh)))
+    valid = np.asarray(out['valid'], bool)
+    predicted.append(np.asarray(out['predicted'])[valid])
+    keypoints.append(np.asarray(out['keypoints'])[valid])
+    visible.append(np.asarray(out['visible'], bool)[valid])
+    if sum(len(i) for i in images) < _OVERLAY_FRAMES:
+      images.append(np.asarray(batch['image'])[valid])
+  if not predicted or not sum(len(p) for p in predicted):
+    raise ValueError(f'The {split!r} split of config.data.name={config.data.name!r} '
+                     'has no labelled frames to evaluate.')
+  predicted = np.concatenate(predicted)
+  images = np.concatenate(images)[:_OVERLAY_FRAMES]
+  return Predictions(predicted, np.concatenate(keypoints), np.concatenate(visible),
+                     images, predicted[:len(images)])
+
+
+def jsonable(value):
+  """numpy -> lists; NaN / inf -> None (strict JSON has no NaN)."""
+  if isinstance(value, dict):
+    return {str(k): jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return jsonable(value.tolist())
+  if isinstance(value, (np.bool_, bool)):
+    return bool(value)
+  if isinstance(value, (np.integer, int)):
+    return int(value)
+  if isinstance(value, (np.floating, float)):
+    return float(value) if math.isfinite(value) else None
+  return value
+
+
+def _entry(result: regression.ProtocolResult, *, split: str, step: int,
+           **extra) -> Dict[str, Any]:
+  return jsonable({'protocol': result.protocol, 'value': result.value,
+                   'units': result.units, 'split': split, 'checkpoint_step': step,
+                   **extra, 'details': result.details})
+
+
+def _skipped(reason: str, **extra) -> Dict[str, Any]:
+  logging.warning('Skipped: %s', reason)
+  return {'skipped': reason, **extra}
+
+
+def _matched(predicted, keypoints, visible) -> matching.MatchResult:
+  # [-1, 1] spans the image side twice: halve to get units of the image side.
+  return matching.matched_error(predicted / 2, keypoints / 2, visible)
+
+
+def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
+                 max_fit_frames: int = 0, skip_occlusion: bool = False,
+                 skip_regression: bool = False, num_iterations: int = 4
+                 ) -> Dict[str, Any]:
+  """Computes the report of the module docstring and writes it with its figures
+  into `out_dir` (which must exist). Returns the report."""
+  config, step = restored.config, restored.step
+  figure_dir = os.path.join(out_dir, 'figures')
+  os.makedirs(figure_dir, exist_ok=True)
+  results, figure_paths = {}, {}
+
+  def figure(name):
+    figure_paths[name] = os.path.join('figures', f'{name}.png')
+    return os.path.join(out_dir, figure_paths[name])
+
+  # Clean test frames: matched error (fixes the assignment for everything else).
+  test_source = input_pipeline.build_source(config.data, 'test', seed=config.seed)
+  test = predict_split(restored, 'test', max_eval_frames, source=test_source)
+  match = _matched(test.predicted, test.keypoints, test.visible)
+  results['matched_error'] = jsonable({
+      'protocol': MATCHING_PROTOCOL, 'value': 100 * match.error,
+      'units': IMAGE_SIDE_UNITS, 'split': 'test', 'checkpoint_step': step,
+      'num_frames': len(test.predicted), 'num_labels': match.num_labels,
+      'details': {'assignment': match.assignment, 'per_joint': 100 * match.per_joint}})
+
+  train_source = input_pipeline.build_source(config.data, 'train', seed=config.seed)
+  try:
+    mean_pose = train.mean_training_pose(train_source)
+  except ValueError as e:  # a training split without labels
+    results['mean_pose_baseline'] = _skipped(f'mean-pose baseline: {e}')
+  else:
+    baseline = _matched(np.broadcast_to(mean_pose, test.keypoints.shape),
+                        test.keypoints, test.visible)
+    results['mean_pose_baseline'] = jsonable({
+        'protocol': MEAN_POSE_PROTOCOL, 'value': 100 * baseline.error,
+        'units': IMAGE_SIDE_UNITS, 'split': 'test', 'fit_split': 'train',
+        'checkpoint_step': step, 'num_frames': len(test.predicted),
+        'num_labels': baseline.num_labels})
+
+  if skip_regression:
+    results['regression'] = _skipped('--skip_regression')
+  else:
+    try:
+      fit = predict_split(restored, 'train_eval', max_fit_frames)
+    except ValueError as e:  # no labelled training frames
+      results['regression'] = _skipped(f'regression protocol: {e}')
+    else:
+      result = regression.regression_for_dataset(
+          config.data.name, (fit.predicted, fit.keypoints, fit.visible),
+          (test.predicted, test.keypoints, test.visible))
+      results['regression'] = _entry(result, split='test', step=step,
+                                     fit_split='train_eval',
+                                     num_fit_frames=len(fit.predicted),
+                                     num_frames=len(test.predicted))
+
+  prior, connectivity = prior_quality.extract_prior(restored.setup.model,
+                                                    restored.variables)
+  skeleton = test_source.skeleton
+  if skeleton is None:
+    results['prior_edges'] = _skipped('the test source has no ground-truth skeleton')
+  else:
+    try:
+      scores = prior_quality.edge_precision_recall(connectivity, match.assignment,
+                                                   skeleton)
+    except ValueError as e:
+      results['prior_edges'] = _skipped(str(e))
+    else:
+      results['prior_edges'] = _entry(scores.as_result(), split='test', step=step,
+                                      predicted_edges=scores.predicted,
+                                      skeleton_edges=scores.ground_truth,
+                                      correct_edges=scores.correct)
+
+  priors, connectivities = [], []
+  for kept in restored.steps:
+    variables = restored.variables if kept == step else restored.restore_step(kept)
+    t, w = prior_quality.extract_prior(restored.setup.model, variables)
+    priors.append(t)
+    connectivities.append(w)
+  if len(priors) > 1:
+    drift = prior_quality.prior_drift(np.stack(priors), np.stack(connectivities))
+    results['prior_drift'] = jsonable({
+        'protocol': DRIFT_PROTOCOL, 'steps': restored.steps,
+        'units': 'keypoint: mean L2 of T in [-1, 1]; connectivity: mean |dW| over i<j',
+        'checkpoint_step': step, **drift})
+  else:
+    results['prior_drift'] = _skipped(f'one checkpoint kept ({restored.steps})')
+
+  figures.save_pose_overlays(test.first_images, test.first_predicted, connectivity,
+                             figure('pose_overlays'))
+  figures.save_prior(prior, connectivity, figure('prior'))
+  figures.save_prior_evolution(np.stack(priors), np.stack(connectivities),
+                               figure('prior_evolution'),
+                               labels=[f'step {s}' for s in restored.steps])
+
+  if skip_occlusion:
+    results['occlusion'] = _skipped('--skip_occlusion')
+  elif config.data.image_size % occlusion.GRID:
+    results['occlusion'] = _skipped(
+        f'config.data.image_size={config.data.image_size} is not divisible by the '
+        f'{occlusion.GRID} x {occlusion.GRID} occlusion grid')
+  else:
+    results['occlusion'] = _occlusion(restored, test_source, test, match.assignment,
+                                      connectivity, max_eval_frames, num_iterations,
+                                      figure)
+
+  report = {'workdir': os.path.abspath(restored.workdir), 'dataset': config.data.name,
+            'checkpoint_step': step, 'kept_steps': restored.steps,
+            'num_parts': config.model.num_parts, 'results': results,
+            'figures': figure_paths}
+  with open(os.path.join(out_dir, 'report.json'), 'w') as f:
+    json.dump(report, f, indent=2, allow_nan=False)
+  with open(os.path.join(out_dir, 'report.md'), 'w') as f:
+    f.write(_markdown(report))
+  return report
+
+
+def _occlusion(restored, source, test, assignment, connectivity, max_frames,
+               num_iterations, figure) -> Dict[str, Any]:
+  """The two sweeps, their error-vs-iteration figures and one occlusion strip each."""
+  config, step = restored.config, restored.step
+  infer = iterative.make_iterative_inference(restored.setup.model,
+                                             num_iterations=num_iterations)
+  sweeps = {
+      'random': [occlusion.RandomMasking(r, seed=config.seed)
+                 for r in (0.0,) + occlusion.PAPER_MASK_RATIOS],
+      'center': [occlusion.CenterMasking(s) for s in occlusion.PAPER_MASK_SIZES],
+  }
+  swept = iterative.occlusion_sweep(
+      infer, restored.variables, eval_batches(config, source, max_frames),
+      [m for ms in sweeps.values() for m in ms], assignment=assignment)
+  results = {name: _entry(result, split='test', step=step,
+                          assignment_from='matched_error (clean test frames)')
+             for name, result in swept.items()}
+  for sweep, maskings in sweeps.items():
+    curves = {(m.ratio if sweep == 'random' else m.size):
+              swept[m.name].details['per_iteration'] for m in maskings}
+    figures.save_error_vs_iteration(
+        curves, figure(f'error_vs_iteration_{sweep}'),
+        legend_title='mask ratio' if sweep == 'random' else 'mask size (patches)')
+
+  # Strips on the first test frame; the batch keeps eval_batch_size rows so the
+  # compiled inference is reused.
+  batch = next(eval_batches(config, source, 1))
+  for masking in STRIP_MASKINGS:
+    masked = masking(np.asarray(batch['image']), 0)
+    out = jax.device_get(infer(restored.variables, masked))
+    inputs = np.concatenate([masked[None, 0], np.asarray(out['recon'])[:-1, 0]])
+    figures.save_occlusion_strip(
+        inputs, np.asarray(out['keypoints'])[:, 0], connectivity,
+        figure(f'occlusion_{masking.name}'), original=test.first_images[0],
+        original_keypoints=test.first_predicted[0])
+  return results
+
+
+def _fmt(entry: Dict[str, Any]) -> str:
+  if 'skipped' in entry:
+    return f'skipped: {entry["skipped"]}'
+  value = entry['value']
+  return f'{value:.3f}' if value is not None else 'n/a'
+
+
+def _markdown(report: Dict[str, Any]) -> str:
+  results = report['results']
+  step = report['checkpoint_step']
+  lines = [f'# PPL evaluation: {report["dataset"]}, checkpoint step {step}', '',
+           f'Workdir `{report["workdir"]}`; kept checkpoints {report["kept_steps"]}; '
+           f'N = {report["num_parts"]} keypoints. All numbers are in `report.json` '
+           'with their protocol, units and split.', '',
+           '| result | protocol | split | value | units |', '|---|---|---|---|---|']
+  rows = [(k, results[k]) for k in ('matched_error', 'mean_pose_baseline', 'regression',
+                                    'prior_edges')]
+  if 'skipped' not in results['occlusion']:
+    rows += [(f'occlusion {k} (last iteration)', v)
+             for k, v in results['occlusion'].items()]
+  for name, entry in rows:
+    lines.append(f'| {name} | {entry.get("protocol", "")} | {entry.get("split", "")} | '
+                 f'{_fmt(entry)} | {entry.get("units", "")} |')
+  edges = results['prior_edges']
+  if 'skipped' not in edges:
+    lines += ['', f'Connectivity edges vs the skeleton: precision '
+              f'{edges["details"]["precision"]:.3f}, recall '
+              f'{edges["details"]["recall"]:.3f}.']
+  drift = results['prior_drift']
+  if 'skipped' not in drift:
+    lines += ['', f'Prior drift between checkpoints {drift["steps"]}: keypoints '
+              f'{drift["keypoint_drift"]}, connectivity {drift["connectivity_drift"]}.']
+  lines.append('')
+  for name, path in report['figures'].items():
+    lines += [f'## {name.replace("_", " ")}', '', f'![{name}]({path})', '']
+  return '\n'.join(lines)
+
+
+def evaluate(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *,
+             step: Optional[int] = None, **kwargs) -> Dict[str, Any]:
+  """Restores `workdir` and writes DIR/eval (atomically); returns the report.
+
+  kwargs go to `evaluate_run` (max_eval_frames, max_fit_frames, skip_occlusion,
+  skip_regression, num_iterations).
+  """
+  config = load_config(workdir, config)
+  checkpoint_steps(workdir)   # fails before anything is built or written
+  restored = restore(config, workdir, step)
+  final = os.path.join(workdir, 'eval')
+  staging = tempfile.mkdtemp(prefix='.eval-tmp-', dir=workdir)
+  try:
+    report = evaluate_run(restored, staging, **kwargs)
+    if os.path.exists(final):
+      old = staging + '-old'
+      os.rename(final, old)
+      os.rename(staging, final)
+      shutil.rmtree(old)
+    else:
+      os.rename(staging, final)
+  finally:
+    if os.path.exists(staging):
+      shutil.rmtree(staging)
+  logging.info('Wrote %s', os.path.join(final, 'report.json'))
+  return report
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_string('workdir', None, 'Workdir of a training run (with checkpoints/).')
+  config_flags.DEFINE_config_file(
+      'config', None, 'Training configuration file (default: WORKDIR/config.json).',
+      lock_config=True)
+  flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: latest).')
+  flags.DEFINE_integer('max_eval_frames', 0,
+                       'Evaluate only the first N labelled test frames (0 = all).')
+  flags.DEFINE_integer('max_fit_frames', 0, 'Fit the regression protocol on the '
+                       "first N labelled 'train_eval' frames (0 = all).")
+  flags.DEFINE_bool('skip_occlusion', False, 'Skip the iterative-inference sweeps.')
+  flags.DEFINE_bool('skip_regression', False, 'Skip the regression protocol.')
+  flags.DEFINE_integer('num_iterations', 4, 'Iterations of iterative inference.')
+  flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    report = evaluate(FLAGS.workdir, FLAGS.config, step=FLAGS.step,
+                      max_eval_frames=FLAGS.max_eval_frames,
+                      max_fit_frames=FLAGS.max_fit_frames,
+                      skip_occlusion=FLAGS.skip_occlusion,
+                      skip_regression=FLAGS.skip_regression,
+                      num_iterations=FLAGS.num_iterations)
+  except (FileNotFoundError, DataError, ValueError) as e:
+    sys.exit(f'ppl_jax.evaluate: {e}')
+  print(f'Checkpoint step {report["checkpoint_step"]}: matched error '
+        f'{report["results"]["matched_error"]["value"]:.3f} '
+        f'({IMAGE_SIDE_UNITS}); report in '
+        f'{os.path.join(FLAGS.workdir, "eval", "report.md")}', flush=True)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,174 @@
+"""The evaluation driver on a tiny synthetic run trained for a few steps."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppl_jax import evaluate
+from ppl_jax import input_pipeline
+from ppl_jax import train
+from ppl_jax.data import base
+from ppl_jax.evaluation import matching
+from ppl_jax.models.ppl import PPL
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_EVAL_FRAMES = 6      # not a multiple of the batch (4): exercises the frame limit
+MAX_FIT_FRAMES = 12
+
+
+def tiny_config():
+  """configs/synthetic.py:tiny, without the end-of-run evaluation."""
+  spec = importlib.util.spec_from_file_location('synthetic_config',
+                                                REPO / 'configs' / 'synthetic.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('tiny')
+  config.eval_at_end = False
+  config.checkpoint_async = False
+  return config
+
+
+def trained_run(tmp_path_factory) -> Path:
+  """A workdir trained with `tiny_config()` (3 steps, checkpoints 2 and 3).
+
+  Kept under the session's base temp folder and reused by test_predict.py, so one
+  pytest process trains it once.
+  """
+  workdir = tmp_path_factory.getbasetemp() / 'tiny_synthetic_run'
+  done = workdir / 'TRAINED'
+  if not done.exists():
+    shutil.rmtree(workdir, ignore_errors=True)
+    train.train_and_evaluate(tiny_config(), str(workdir))
+    done.touch()
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  workdir = trained_run(tmp_path_factory)
+  report = evaluate.evaluate(str(workdir), max_eval_frames=MAX_EVAL_FRAMES,
+                             max_fit_frames=MAX_FIT_FRAMES)
+  return workdir, report
+
+
+def _test_frames(config, count):
+  """Images [F, S, S, 3] in [-1, 1] and labels (normalised) of the first labelled
+  test frames, read straight from the source (not through the eval pipeline)."""
+  source = input_pipeline.build_source(config.data, 'test', seed=config.seed)
+  images, keypoints, visible = [], [], []
+  for v in range(source.num_videos):
+    for t in range(source.num_frames(v)):
+      if len(images) == count:
+        break
+      frame = source.frame(v, t)
+      labels = source.labels(v, t)
+      resized = input_pipeline.resize_uint8(frame, config.data.image_size)
+      images.append(resized.astype(np.float64) / 127.5 - 1.0)
+      h, w = frame.shape[:2]
+      # Half-pixel convention, re-derived: x = (2c + 1) / W - 1.
+      keypoints.append((2.0 * labels.keypoints + 1.0) / np.array([w, h]) - 1.0)
+      visible.append(labels.visible)
+  return (np.stack(images).astype(np.float32), np.stack(keypoints),
+          np.stack(visible))
+
+
+def test_report_layout_and_figures(run):
+  workdir, report = run
+  out = workdir / 'eval'
+  on_disk = json.loads((out / 'report.json').read_text())
+  assert on_disk == json.loads(json.dumps(report))
+  assert report['checkpoint_step'] == 3 and report['kept_steps'] == [2, 3]
+  results = report['results']
+  assert set(results) == {'matched_error', 'mean_pose_baseline', 'regression',
+                          'prior_edges', 'prior_drift', 'occlusion'}
+  expected = {'matched_error': ('min_cost_flow_matching', 'test'),
+              'mean_pose_baseline': ('mean_training_pose_min_cost_flow_matching', 'test'),
+              'regression': ('linear_regression', 'test'),
+              'prior_edges': ('connectivity_edge_precision_recall', 'test')}
+  for name, (protocol, split) in expected.items():
+    entry = results[name]
+    assert entry['protocol'] == protocol and entry['split'] == split, name
+    assert entry['checkpoint_step'] == 3 and np.isfinite(entry['value']), name
+    assert entry['units'], name
+  assert results['matched_error']['num_frames'] == MAX_EVAL_FRAMES
+  assert results['regression']['fit_split'] == 'train_eval'
+  assert results['regression']['num_fit_frames'] == MAX_FIT_FRAMES
+  assert results['prior_drift']['steps'] == [2, 3]
+  assert len(results['prior_drift']['keypoint_drift']) == 1
+  names = {f'random_{r:g}' for r in (0, 0.1, 0.2, 0.3, 0.4)}
+  names |= {f'center_{s}' for s in (4, 6, 8, 10, 12)}
+  assert set(results['occlusion']) == names
+  for entry in results['occlusion'].values():
+    assert entry['split'] == 'test' and entry['checkpoint_step'] == 3
+    per_iteration = entry['details']['per_iteration']
+    assert len(per_iteration) == 4 and entry['value'] == per_iteration[-1]
+  assert set(report['figures']) == {
+      'pose_overlays', 'prior', 'prior_evolution', 'error_vs_iteration_random',
+      'error_vs_iteration_center', 'occlusion_random_0.3', 'occlusion_center_8'}
+  markdown = (out / 'report.md').read_text()
+  for path in report['figures'].values():
+    assert (out / path).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert f']({path})' in markdown
+  # Nothing left behind by the staging folder.
+  assert not [p for p in os.listdir(workdir) if p.startswith('.eval-tmp-')]
+
+
+def test_matched_error_matches_independent_recomputation(run):
+  workdir, report = run
+  restored = evaluate.restore(evaluate.load_config(str(workdir)), str(workdir))
+  config = restored.config
+  images, truth, visible = _test_frames(config, MAX_EVAL_FRAMES)
+  predicted, _ = restored.setup.model.apply(restored.variables, images, train=False,
+                                            method=PPL.estimate)
+  predicted = np.asarray(predicted, np.float64)
+  entry = report['results']['matched_error']
+  # The tested matching module on independently computed predictions.
+  expected = matching.matched_error(predicted / 2, truth / 2, visible)
+  np.testing.assert_allclose(entry['value'], 100 * expected.error, rtol=1e-4)
+  # float64 numpy re-derivation from the reported assignment: mean L2 over the
+  # labelled pairs in units of the image side (half the [-1, 1] span) x 100.
+  assignment = np.asarray(entry['details']['assignment'])
+  distance = np.linalg.norm(predicted[:, assignment] - truth, axis=-1) / 2
+  np.testing.assert_allclose(entry['value'], 100 * distance[visible].mean(), rtol=1e-4)
+  # Iteration 0 of clean iterative inference is the same estimate and assignment.
+  clean = report['results']['occlusion']['random_0']['details']['per_iteration'][0]
+  np.testing.assert_allclose(clean, entry['value'], rtol=1e-4)
+  # The mean-pose baseline: the training split's mean pose, re-derived and matched.
+  train_source = input_pipeline.build_source(config.data, 'train', seed=config.seed)
+  poses = []
+  for v in range(train_source.num_videos):
+    n = train_source.num_frames(v)
+    for t in np.unique(np.linspace(0, n - 1, min(n, 16)).astype(int)):
+      poses.append(base.pixels_to_normalized(train_source.labels(v, int(t)).keypoints,
+                                             train_source.size, train_source.size))
+  mean_pose = np.mean(poses, axis=0)
+  baseline = matching.matched_error(np.broadcast_to(mean_pose, truth.shape) / 2,
+                                    truth / 2, visible)
+  np.testing.assert_allclose(report['results']['mean_pose_baseline']['value'],
+                             100 * baseline.error, rtol=1e-4)
+
+
+def test_no_checkpoint_is_a_clear_error_and_writes_nothing(tmp_path):
+  workdir = tmp_path / 'untrained'
+  workdir.mkdir()
+  with pytest.raises(FileNotFoundError, match='No checkpoint in .*checkpoints'):
+    evaluate.evaluate(str(workdir), tiny_config())
+  assert list(workdir.iterdir()) == []
+  # Without a config.json the missing config is named.
+  with pytest.raises(FileNotFoundError, match='config.json'):
+    evaluate.evaluate(str(workdir))
+  # The command line: exit status 1, the message on stderr, no files.
+  done = subprocess.run(
+      [sys.executable, '-m', 'ppl_jax.evaluate', f'--workdir={workdir}',
+       f'--config={REPO / "configs" / "synthetic.py"}:tiny'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 1
+  assert 'No checkpoint in' in done.stderr
+  assert list(workdir.iterdir()) == []
