@@ -14,6 +14,7 @@ index (a small array) travels, the open container does not.
 """
 
 import collections
+import contextlib
 import dataclasses
 import fractions
 import os
@@ -50,30 +51,30 @@ def list_images(folder: PathLike) -> List[Path]:
   return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def read_image(path: PathLike) -> np.ndarray:
-  """An image file as uint8 [H, W, 3] RGB (greyscale and RGBA are converted)."""
+@contextlib.contextmanager
+def _open_image(path: PathLike):
+  """PIL image of `path`; a missing or unreadable file is a DataError naming it."""
   try:
     with Image.open(path) as image:
-      return np.asarray(image.convert('RGB'), dtype=np.uint8)
+      yield image
   except FileNotFoundError as e:
     raise DataError(f'{path}: image file not found; restore it or remove it from '
                     'the dataset / labels file.') from e
   except (OSError, ValueError) as e:
     raise DataError(f'{path}: cannot be read as an image ({e}); re-save it as '
                     'PNG or JPEG, or remove it.') from e
+
+
+def read_image(path: PathLike) -> np.ndarray:
+  """An image file as uint8 [H, W, 3] RGB (greyscale and RGBA are converted)."""
+  with _open_image(path) as image:
+    return np.asarray(image.convert('RGB'), dtype=np.uint8)
 
 
 def image_size(path: PathLike):
   """(width, height) of an image file, read from its header only."""
-  try:
-    with Image.open(path) as image:
-      return image.size
-  except FileNotFoundError as e:
-    raise DataError(f'{path}: image file not found; restore it or remove it from '
-                    'the dataset / labels file.') from e
-  except (OSError, ValueError) as e:
-    raise DataError(f'{path}: cannot be read as an image ({e}); re-save it as '
-                    'PNG or JPEG, or remove it.') from e
+  with _open_image(path) as image:
+    return image.size
 
 
 @dataclasses.dataclass(frozen=True)
