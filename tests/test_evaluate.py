@@ -1,9 +1,7 @@
 """The evaluation driver on a tiny synthetic run trained for a few steps."""
 
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,42 +15,15 @@ from ppl_jax import train
 from ppl_jax.data import base
 from ppl_jax.evaluation import matching
 from ppl_jax.models.ppl import PPL
+from conftest import REPO, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_EVAL_FRAMES = 6      # not a multiple of the batch (4): exercises the frame limit
 MAX_FIT_FRAMES = 12
 
 
-def tiny_config():
-  """configs/synthetic.py:tiny, without the end-of-run evaluation."""
-  spec = importlib.util.spec_from_file_location('synthetic_config',
-                                                REPO / 'configs' / 'synthetic.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('tiny')
-  config.eval_at_end = False
-  config.checkpoint_async = False
-  return config
-
-
-def trained_run(tmp_path_factory) -> Path:
-  """A workdir trained with `tiny_config()` (3 steps, checkpoints 2 and 3).
-
-  Kept under the session's base temp folder and reused by test_predict.py, so one
-  pytest process trains it once.
-  """
-  workdir = tmp_path_factory.getbasetemp() / 'tiny_synthetic_run'
-  done = workdir / 'TRAINED'
-  if not done.exists():
-    shutil.rmtree(workdir, ignore_errors=True)
-    train.train_and_evaluate(tiny_config(), str(workdir))
-    done.touch()
-  return workdir
-
-
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-  workdir = trained_run(tmp_path_factory)
+def run(tiny_trained_run):
+  workdir = tiny_trained_run
   report = evaluate.evaluate(str(workdir), max_eval_frames=MAX_EVAL_FRAMES,
                              max_fit_frames=MAX_FIT_FRAMES)
   return workdir, report

@@ -20,7 +20,7 @@ from ppl_jax.data import synthetic
 from ppl_jax.data import video
 from ppl_jax.data.errors import DataError
 from ppl_jax.models.ppl import PPL
-from test_evaluate import REPO, trained_run
+from conftest import REPO
 
 NUM_FRAMES, WIDTH, HEIGHT = 12, 80, 64
 
@@ -31,8 +31,8 @@ def _shared_dir():
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  return trained_run(tmp_path_factory)
+def workdir(tiny_trained_run):
+  return tiny_trained_run
 
 
 @pytest.fixture(scope='module')
