@@ -96,6 +96,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.decoder_channels = (64, 128, 256, 512, 512)
   config.model.embed_dim = 128        # prior-point embedding / affine-head width
   config.model.point_embed_dim = 256  # pooled per-keypoint feature width
+  config.model.pool_coordinates = True  # heatmaps also pool (x, y): soft-argmax to the head
   config.model.memory_banks = 34      # m
   config.model.memory_tokens = 16     # k
   config.model.memory_dim = 512       # d

@@ -7,6 +7,10 @@ Head: N softmax heatmaps over the 1/4 feature map pool one feature vector per ke
 concatenated with an MLP embedding of the prior point T_i and mapped by
 Linear(embed_dim) -> LeakyReLU -> Linear(6) to Theta_i (2 x 3). The last Linear has a zero
 kernel and the identity bias, so an untrained encoder returns T' == T exactly.
+With `pool_coordinates` (ours; the release pools features only) each heatmap also pools the
+(x, y) grid of the feature map, i.e. its soft-argmax location, which joins the head's input:
+CNN features carry position only weakly, and without it the affine head has to infer where
+a part is from appearance alone.
 """
 
 from typing import Sequence
@@ -84,6 +88,14 @@ class PointEmbedding(nn.Module):
     return nn.Dense(self.features)(x)
 
 
+def _pixel_grid(h, w):
+  """(x, y) of the h x w pixel centres on the [-1, 1] half-pixel grid, [h * w, 2]."""
+  ys = (2.0 * jnp.arange(h) + 1.0) / h - 1.0
+  xs = (2.0 * jnp.arange(w) + 1.0) / w - 1.0
+  grid_y, grid_x = jnp.meshgrid(ys, xs, indexing='ij')
+  return jnp.stack([grid_x, grid_y], axis=-1).reshape(h * w, 2)
+
+
 class KeypointEncoder(nn.Module):
   """phi_enc + affine head: (image [B,H,W,3], prior T [N,2]) -> (T' [B,N,2], Theta [B,N,2,3])."""
   num_parts: int
@@ -92,6 +104,7 @@ class KeypointEncoder(nn.Module):
   embed_dim: int = 128
   point_embed_dim: int = 256
   dtype: jnp.dtype = jnp.float32
+  pool_coordinates: bool = True
 
   @nn.compact
   def __call__(self, image, prior, train):
@@ -106,7 +119,10 @@ class KeypointEncoder(nn.Module):
     pooled = jnp.einsum('bpn,bpc->bnc', weights,
                         features.astype(jnp.float32).reshape(b, h * w, -1))   # [B, N, C]
     point = PointEmbedding(self.embed_dim, self.point_embed_dim, name='point_embed')(prior)
-    x = jnp.concatenate([pooled, jnp.broadcast_to(point[None], (b,) + point.shape)], axis=-1)
+    parts = [pooled, jnp.broadcast_to(point[None], (b,) + point.shape)]
+    if self.pool_coordinates:
+      parts.append(jnp.einsum('bpn,pc->bnc', weights, _pixel_grid(h, w)))   # [B, N, 2]
+    x = jnp.concatenate(parts, axis=-1)
     x = leaky_relu(nn.Dense(self.embed_dim, name='affine_hidden')(x))
     theta = nn.Dense(6, kernel_init=nn.initializers.zeros,
                      bias_init=lambda *_: jnp.asarray(_IDENTITY_AFFINE, jnp.float32),

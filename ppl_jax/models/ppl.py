@@ -48,6 +48,7 @@ class PPL(nn.Module):
   decoder_channels: Sequence[int] = (64, 128, 256, 512, 512)
   embed_dim: int = 128
   point_embed_dim: int = 256
+  pool_coordinates: bool = True
   memory_banks: int = 34
   memory_tokens: int = 16
   memory_dim: int = 512
@@ -70,7 +71,7 @@ class PPL(nn.Module):
     dtype = DTYPES[self.dtype]
     self.encoder = KeypointEncoder(
         self.num_parts, tuple(self.encoder_channels), self.encoder_out_channels, self.embed_dim,
-        self.point_embed_dim, dtype)
+        self.point_embed_dim, dtype, self.pool_coordinates)
     # static_argnums counts `self` as 0: argument 2 is `train`.
     decoder_cls = nn.remat(UNetDecoder, static_argnums=(2,)) if self.remat_decoder else UNetDecoder
     self.decoder = decoder_cls(tuple(self.decoder_channels), dtype)
@@ -165,7 +166,8 @@ def build_model(config: ml_collections.ConfigDict) -> PPL:
       encoder_out_channels=m.encoder_out_channels,
       decoder_channels=tuple(m.decoder_channels),
       embed_dim=m.embed_dim,
-      point_embed_dim=m.get('point_embed_dim', 256),
+      point_embed_dim=m.point_embed_dim,
+      pool_coordinates=m.pool_coordinates,
       memory_banks=m.memory_banks,
       memory_tokens=m.memory_tokens,
       memory_dim=m.memory_dim,
