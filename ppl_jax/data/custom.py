@@ -123,6 +123,7 @@ class CustomVideosSource(base.VideoSource):
     for v, clip in enumerate(self._clips):
       by_key.setdefault(_clip_key(clip), v)
     unmatched = []
+    frame_names = {}   # video -> {frame file name: index}
     for row, image_path in enumerate(self._labels.image_paths):
       parts = image_path.split('/')
       v = by_key.get(parts[-2]) if len(parts) >= 2 else None
@@ -133,8 +134,11 @@ class CustomVideosSource(base.VideoSource):
           digits = re.findall(r'\d+', Path(parts[-1]).stem)
           index = int(digits[-1]) if digits else None
         else:
-          names = [Path(p).name for p in clip.paths]
-          index = names.index(parts[-1]) if parts[-1] in names else None
+          if v not in frame_names:   # first match wins, as list.index would
+            frame_names[v] = {}
+            for i, p in enumerate(clip.paths):
+              frame_names[v].setdefault(Path(p).name, i)
+          index = frame_names[v].get(parts[-1])
         if index is not None and not 0 <= index < clip.num_frames:
           index = None
       if index is None:

@@ -215,7 +215,8 @@ class LabeledFramesSource(base.VideoSource):
       handle_bad(on_bad, DataError(f'{labels_csv}: labelled image {root / p} not found.'),
                  skipped)
     log_skipped(skipped, len(self._labels.image_paths), 'labelled images', str(labels_csv))
-    self._rows = [i for i, p in enumerate(self._labels.image_paths) if (root / p).is_file()]
+    missing_set = set(missing)
+    self._rows = [i for i, p in enumerate(self._labels.image_paths) if p not in missing_set]
     self._paths = [str(root / self._labels.image_paths[i]) for i in self._rows]
     listed = {os.path.normpath(p) for p in self._paths}
     folders = {os.path.dirname(p) for p in self._paths}

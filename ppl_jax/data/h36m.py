@@ -140,7 +140,11 @@ class Human36MSource(base.VideoSource):
     return len(self._videos[video_index][1])
 
   def frame(self, video_index: int, index: int) -> np.ndarray:
-    return video.read_image(self._videos[video_index][1][index])
+    return video.read_image(self.frame_path(video_index, index))
+
+  def frame_path(self, video_index: int, index: int) -> str:
+    """The JPEG file of a frame (the prepare builders copy its bytes as they are)."""
+    return str(self._videos[video_index][1][index])
 
   def labels(self, video_index: int, index: int) -> base.FrameLabels:
     """32 joints, (x, y) pixels of the frame; all visible."""
@@ -160,7 +164,8 @@ class Human36MSource(base.VideoSource):
     if video_index not in self._sizes:
       self._sizes[video_index] = video.image_size(frames[index])
     width, height = self._sizes[video_index]
-    xy = np.stack([points[:, 1] * width, points[:, 0] * height], axis=-1) - 0.5
+    # (row, col) in [0, 1] spans the image: 2u - 1 is the normalised coordinate.
+    xy = base.normalized_to_pixels(2.0 * points[:, ::-1] - 1.0, width, height)
     visible = np.isfinite(xy).all(axis=-1)
     return base.FrameLabels(keypoints=np.where(visible[:, None], xy, 0).astype(np.float32),
                             visible=visible)

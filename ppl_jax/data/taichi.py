@@ -59,6 +59,7 @@ class TaichiSource(base.VideoSource):
       raise DataError(f'{root}: Taichi root folder not found; {_LAYOUT_HINT}.')
     self._videos: Optional[custom.CustomVideosSource] = None
     self._images: List[str] = []
+    self._sizes = {}   # video index -> (width, height), read once from the image header
     self._points: List[np.ndarray] = []
     if not labelled:
       if not (root / split).is_dir():
@@ -115,16 +116,24 @@ class TaichiSource(base.VideoSource):
     if index != 0:
       raise IndexError(f'{self._images[video_index]}: an evaluation image has one '
                        f'frame, got index {index}.')
-    return video.read_image(self._images[video_index])
+    return video.read_image(self.frame_path(video_index, index))
+
+  def frame_path(self, video_index: int, index: int) -> Optional[str]:
+    """The image file of an evaluation frame (copied as is by the prepare builders);
+    None for training videos, whose frames the builders re-encode."""
+    del index
+    return None if self._videos is not None else self._images[video_index]
 
   def labels(self, video_index: int, index: int) -> Optional[base.FrameLabels]:
     if self._videos is not None:
       return None
     points = self._points[video_index]
     visible = (points != -1).all(axis=-1)
-    width, height = video.image_size(self._images[video_index])
-    scale = np.array([width, height], np.float64) / TAICHI_LABEL_SIZE
-    xy = (points + 0.5) * scale - 0.5
+    if video_index not in self._sizes:
+      self._sizes[video_index] = video.image_size(self._images[video_index])
+    width, height = self._sizes[video_index]
+    xy = base.normalized_to_pixels(
+        base.pixels_to_normalized(points, TAICHI_LABEL_SIZE, TAICHI_LABEL_SIZE), width, height)
     return base.FrameLabels(keypoints=np.where(visible[:, None], xy, 0).astype(np.float32),
                             visible=visible)
 

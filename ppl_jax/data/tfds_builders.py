@@ -23,15 +23,18 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from ppl_jax.data import base
+from ppl_jax.data import video as video_lib
 
 
 def _encode_frame(source: base.VideoSource, video: int, index: int) -> bytes:
   """The frame's encoded bytes: its file as is where the source names one, else PNG."""
-  # `frame_path` is an optional hook of the raw readers (not part of VideoSource):
-  # copying the original JPEG/PNG bytes avoids a lossy or bloating re-encode.
+  # `frame_path` is an optional hook of the raw readers (not part of VideoSource) that
+  # names a frame's file, or None: copying the original JPEG/PNG bytes avoids a lossy or
+  # bloating re-encode.
   frame_path = getattr(source, 'frame_path', None)
-  if frame_path is not None:
-    with open(frame_path(video, index), 'rb') as f:
+  path = frame_path(video, index) if frame_path is not None else None
+  if path is not None:
+    with open(path, 'rb') as f:
       return f.read()
   buffer = io.BytesIO()
   Image.fromarray(source.frame(video, index)).save(buffer, format='PNG', compress_level=1)
@@ -208,8 +211,7 @@ class PreparedSource(base.VideoSource):
     return self._counts[video]
 
   def frame(self, video: int, index: int) -> np.ndarray:
-    with Image.open(io.BytesIO(self._record(video, index)['image'])) as image:
-      return np.asarray(image.convert('RGB'))
+    return video_lib.read_image(io.BytesIO(self._record(video, index)['image']))
 
   def labels(self, video: int, index: int) -> Optional[base.FrameLabels]:
     record = self._record(video, index)
