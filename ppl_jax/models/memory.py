@@ -86,11 +86,12 @@ class HierarchicalMemory(nn.Module):
           f'HierarchicalMemory: tokens have shape {tokens.shape}, expected [B, {self.num_banks}, '
           f'{self.dim}] (config.model.memory_banks, config.model.memory_dim).')
     codebook = self.codebook.value
-    indices = nearest_tokens(jax.lax.stop_gradient(tokens), codebook)
+    constant_tokens = jax.lax.stop_gradient(tokens)
+    indices = nearest_tokens(constant_tokens, codebook)
     quantized = jax.lax.stop_gradient(
         jnp.take_along_axis(codebook[None], indices[..., None, None], axis=2)[:, :, 0])
     if train and self.is_mutable_collection('memory') and not self.is_initializing():
-      self._ema_update(jax.lax.stop_gradient(tokens), indices)
+      self._ema_update(constant_tokens, indices)
     return straight_through(tokens, quantized), quantized, indices
 
   def _ema_update(self, tokens, indices):

@@ -104,9 +104,12 @@ class PPL(nn.Module):
 
   def render_and_decode(self, reference, keypoints, *, train):
     """(I_recon [B, H, W, 3], S [B, H, W]) from the reference [B, H, W, 3] and T' [B, N, 2]."""
+    return self._render_and_decode(reference, keypoints, self.connectivity(), train)
+
+  def _render_and_decode(self, reference, keypoints, connectivity, train):
     self._check_image('reference', reference)
-    heatmap = ops.link_heatmap(keypoints.astype(jnp.float32), self.connectivity(),
-                               size=reference.shape[1:3], thick=self.thick)
+    heatmap = ops.link_heatmap(keypoints, connectivity, size=reference.shape[1:3],
+                               thick=self.thick)
     if self.context == 'masked_self':
       reference = reference * self.alpha
     x = jnp.concatenate([reference.astype(jnp.float32), heatmap[..., None]], axis=-1)
@@ -120,14 +123,15 @@ class PPL(nn.Module):
     (codebook vectors, no gradient), 'keypoints_recon' [B, N, 2], 'indices' int32 [B, m].
     """
     keypoints, theta, prior = self._estimate(image, train)
-    recon, heatmap = self.render_and_decode(reference, keypoints, train=train)
+    connectivity = self.connectivity()
+    recon, heatmap = self._render_and_decode(reference, keypoints, connectivity, train)
     tokens = self.mix_enc(jax.lax.stop_gradient(keypoints))
     quantized_st, quantized, indices = self.memory(tokens, train=train)
     return {
         'prior': prior,
         'theta': theta,
         'keypoints': keypoints,
-        'connectivity': self.connectivity(),
+        'connectivity': connectivity,
         'heatmap': heatmap,
         'recon': recon,
         'tokens': tokens,

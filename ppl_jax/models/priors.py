@@ -64,13 +64,10 @@ _QUADRUPED10_POINTS = (
 _QUADRUPED10_EDGES = ((0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (3, 6), (3, 7), (4, 8), (4, 9))
 
 # Rest poses for the synthetic figures, in the joint order of ppl_jax.data.synthetic.
-_HUMANOID15_POINTS = (
-    (0.0, -0.75), (0.0, -0.55), (0.0, 0.05),                    # head, neck, pelvis
-    (-0.2, -0.5), (-0.3, -0.25), (-0.35, 0.0),                  # right arm
-    (0.2, -0.5), (0.3, -0.25), (0.35, 0.0),                     # left arm
-    (-0.12, 0.1), (-0.14, 0.4), (-0.15, 0.7),                   # right leg
-    (0.12, 0.1), (0.14, 0.4), (0.15, 0.7),                      # left leg
-)
+# The human16 rest pose without its extra joint, in the synthetic humanoid's order
+# (head, neck, pelvis, right arm, left arm, right leg, left leg).
+_HUMANOID15_POINTS = tuple(
+    _HUMAN16_POINTS[k] for k in (0, 1, 8, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14))
 _QUADRUPED18_POINTS = (
     (-0.7, -0.35), (-0.5, -0.2), (-0.3, -0.1), (0.35, -0.1),    # head, neck, withers, croup
     (0.55, -0.2), (0.75, -0.3),                                 # tail
