@@ -76,9 +76,6 @@ class Checkpointer:
                  self.manager.directory)
     return restored['state']
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()

@@ -153,16 +153,7 @@ class Restored:
 
   def restore_step(self, step: int) -> Dict[str, Any]:
     """Model variables of another kept checkpoint."""
-    return model_variables(_restore_state(self.setup, self.config, self.workdir, step))
-
-
-def model_variables(state) -> Dict[str, Any]:
-  """The variables `model.apply` takes, from a train state (as the train step builds them)."""
-  variables = {'params': state['params']}
-  for collection in ('batch_stats', 'memory'):
-    if state[collection]:
-      variables[collection] = state[collection]
-  return variables
+    return train.model_variables(_restore_state(self.setup, self.config, self.workdir, step))
 
 
 def _restore_state(setup, config, workdir, step):
@@ -198,7 +189,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str,
   state = _restore_state(setup, config, workdir, step)
   logging.info('Restored step %d of %s (kept: %s)', step, workdir, steps)
   return Restored(config=config, workdir=workdir, setup=setup, state=state, step=step,
-                  steps=steps, variables=model_variables(state))
+                  steps=steps, variables=train.model_variables(state))
 
 
 # --- evaluation --------------------------------------------------------------

@@ -55,11 +55,6 @@ class MetricWriter:
       self._tb.add_image(name, image, int(step), dataformats='HWC')
       Image.fromarray(image).save(os.path.join(folder, f'{name}_{step:07d}.png'))
 
-  def flush(self) -> None:
-    if self.enabled:
-      self._jsonl.flush()
-      self._tb.flush()
-
   def close(self) -> None:
     if self.enabled:
       self._jsonl.close()

@@ -57,7 +57,8 @@ class TrainSetup:
   summary_step: Callable[..., Any]
 
 
-def _variables(state, params=None):
+def model_variables(state, params=None):
+  """The variables `model.apply` takes, from a train state (params overridable)."""
   variables = {'params': state['params'] if params is None else params}
   for collection in ('batch_stats', 'memory'):
     if state[collection]:
@@ -106,7 +107,7 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
 
     def loss_fn(params):
       outputs, updates = model.apply(
-          _variables(state, params), batch['image'], batch['reference'], train=True,
+          model_variables(state, params), batch['image'], batch['reference'], train=True,
           mutable=mutable, rngs={'dropout': step_rng})
       loss, metrics = ppl_objective(outputs, batch['image'], loss_config,
                                     functools.partial(image_loss_fn, vgg_params))
@@ -124,13 +125,13 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     return new_state, metrics
 
   def eval_step(state, batch):
-    keypoints, _ = model.apply(_variables(state), batch['image'], train=False,
+    keypoints, _ = model.apply(model_variables(state), batch['image'], train=False,
                                method=PPL.estimate)
     return dict(batch, predicted=keypoints)
 
   def summary_step(state, batch):
     rows = {k: v[:_SUMMARY_ROWS] for k, v in batch.items()}
-    outputs = model.apply(_variables(state), rows['image'], rows['reference'],
+    outputs = model.apply(model_variables(state), rows['image'], rows['reference'],
                           train=False)
     return {k: outputs[k] for k in ('recon', 'heatmap', 'keypoints', 'connectivity')}
 
@@ -316,11 +317,14 @@ def mean_training_pose(source: base.VideoSource, *, frames_per_video: int = 16
   total, count = None, None
   for video in range(source.num_videos):
     n = source.num_frames(video)
-    height, width = source.frame(video, 0).shape[:2]
+    size = None   # (height, width), decoded only for videos that have labels
     for t in np.unique(np.linspace(0, n - 1, min(n, frames_per_video)).astype(int)):
       labels = source.labels(video, int(t))
       if labels is None:
         continue
+      if size is None:
+        size = source.frame(video, 0).shape[:2]
+      height, width = size
       xy = base.pixels_to_normalized(labels.keypoints, width, height).astype(np.float64)
       vis = np.asarray(labels.visible, bool)
       if total is None:
