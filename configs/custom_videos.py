@@ -6,14 +6,20 @@
 The folder holds video files (mp4/avi/mov) or per-video frame folders; optional labels
 for evaluation: --config.data.labels=CollectedData_x.csv (DeepLabCut layout).
 Arguments: parts=10 (N), size=128, variant=1..11 | name (Table 3; predefined priors
-use 'quadruped10' for N = 10, else 'ring'), tiny=true (smoke run on synthetic data).
+use 'quadruped10' for N = 10, else 'ring'), tiny=true (smoke run on synthetic data),
+cpu=true (a few-minute CPU run: 64 px, the synthetic default's small model and pixel
+loss, no VGG weights, 300 steps, whole short videos kept decoded in memory), e.g. the
+mirror-mouse clip of the README:
+  python -m ppl_jax.main --config=configs/custom_videos.py:cpu=true \
+      --config.data.root=../shared/data/mirror-mouse/videos --workdir=workdir/mouse
 """
 
 from ppl_jax import config as config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, parts=10, size=128, variant='default', tiny=False)
+  arg = config_lib.parse_arg(arg, parts=10, size=128, variant='default', tiny=False,
+                             cpu=False)
   config = config_lib.default_config()
   config.data.name = 'custom'
   config.data.image_size = arg.size
@@ -28,6 +34,15 @@ def get_config(arg=None):
   # Without labels there is nothing to evaluate: with --config.data.labels also
   # pass --config.eval_at_end=true.
   config.eval_at_end = False
+  if arg.cpu:
+    config.data.image_size = 64
+    config.data.num_workers = 0
+    config.data.video_cache_frames = 2048
+    config_lib.use_cpu_sized_model(config)
+    config.batch_size = 16
+    config.num_train_steps = 300
+    config.checkpoint_every_steps = 100
+    config.image_summary_every_steps = 100
   if arg.tiny:
     config.data.name = 'synthetic'
     config_lib.make_tiny(config)

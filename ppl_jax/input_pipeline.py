@@ -62,16 +62,19 @@ def build_source(data_config: ml_collections.ConfigDict, split: str, *,
     raise FileNotFoundError(
         f'config.data.root={root!r} (config.data.name={name!r}) is not a directory.')
   return raw_source(name, root, split, labels=data_config.get('labels', '') or None,
-                    on_bad=data_config.get('on_bad_video', 'error'))
+                    on_bad=data_config.get('on_bad_video', 'error'),
+                    video_cache_frames=data_config.get('video_cache_frames', 16))
 
 
 def raw_source(name: str, root: str, split: str, *, labels: Optional[str] = None,
-               on_bad: str = 'error') -> base.VideoSource:
+               on_bad: str = 'error', video_cache_frames: int = 16) -> base.VideoSource:
   """The raw-layout reader of dataset `name` ('h36m' | 'taichi' | 'custom') for `split`.
 
   Human3.6M labels every frame, so 'train_eval' is 'train'. Taichi's training videos
   are unlabelled: 'test' / 'train_eval' are its labelled evaluation images. Custom
-  videos have no split: every split is the whole folder (labels from `labels`).
+  videos have no split: every split is the whole folder (labels from `labels`);
+  each video file keeps `video_cache_frames` decoded frames (a short clip can be
+  decoded once: random access into long-GOP video is slow).
   """
   # pylint: disable=g-import-not-at-top
   if name == 'h36m':
@@ -86,7 +89,8 @@ def raw_source(name: str, root: str, split: str, *, labels: Optional[str] = None
                                labelled=True, on_bad=on_bad)
   if name == 'custom':
     from ppl_jax.data import custom
-    return custom.CustomVideosSource(root, labels=labels, on_bad=on_bad)
+    return custom.CustomVideosSource(root, labels=labels, on_bad=on_bad,
+                                     cache_size=video_cache_frames)
   raise ValueError(f'No raw reader for dataset {name!r}; use h36m, taichi or custom.')
 
 

@@ -1,22 +1,20 @@
 """Fixtures shared by several test modules."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
+from ppl_jax import config as config_lib
 from ppl_jax import train
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load_config(name, arg=None):
-  """`get_config(arg)` of configs/<name>.py (the configs folder is not a package)."""
-  spec = importlib.util.spec_from_file_location(f'{name}_config', REPO / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  """`get_config(arg)` of configs/<name>.py."""
+  path = str(REPO / 'configs' / f'{name}.py')
+  return config_lib.load_config_file(f'{path}:{arg}' if arg else path)
 
 
 def tiny_config():

@@ -285,3 +285,36 @@ def test_pooled_coordinates_are_the_soft_argmax_on_the_half_pixel_grid():
   rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
   expected = pixels_to_normalized(np.stack([cols, rows], -1).reshape(-1, 2), w, h)
   np.testing.assert_allclose(grid, expected, atol=1e-6)
+
+
+def test_soft_argmax_anchor_starts_keypoints_at_the_heatmap_soft_argmax():
+  # affine_anchor='soft_argmax': the untrained head (zero last kernel) gives
+  # T'_i = c_i, the softmax-weighted mean of the 1/4-resolution pixel centres of
+  # heatmap i, whatever the prior T; re-derived here in float64 numpy from the
+  # captured heatmap logits.
+  config = tiny_config(affine_anchor='soft_argmax', keypoint_prior='random')
+  model, variables, image, _ = init(config)
+  (keypoints, prior), state = model.apply(variables, image, train=False,
+                                          method=model.estimate,
+                                          capture_intermediates=True)
+  logits = np.asarray(state['intermediates']['encoder']['heatmap']['__call__'][0],
+                      np.float64)                                  # [B, h, w, N]
+  b, h, w, n = logits.shape
+  flat = logits.reshape(b, h * w, n)
+  weights = np.exp(flat - flat.max(1, keepdims=True))
+  weights /= weights.sum(1, keepdims=True)
+  ys, xs = np.meshgrid((2 * np.arange(h) + 1) / h - 1, (2 * np.arange(w) + 1) / w - 1,
+                       indexing='ij')
+  grid = np.stack([xs.ravel(), ys.ravel()], -1)                    # [h*w, 2] (x, y)
+  expected = np.einsum('bpn,pc->bnc', weights, grid)
+  np.testing.assert_allclose(np.asarray(keypoints), expected, atol=1e-5)
+  assert not np.allclose(np.asarray(prior), expected[0], atol=1e-2)
+  # The identity anchor of the same weights returns the prior itself.
+  config.model.affine_anchor = 'identity'
+  identity = build_model(config)
+  same, prior2 = identity.apply(variables, image, train=False, method=identity.estimate)
+  np.testing.assert_allclose(np.asarray(same), np.broadcast_to(prior2, same.shape), atol=1e-6)
+  config.model.affine_anchor = 'centre'
+  with pytest.raises(ValueError, match='affine_anchor'):
+    jax.eval_shape(lambda: build_model(config).init(jax.random.key(0), image, image,
+                                                    train=False))

@@ -105,6 +105,8 @@ class KeypointEncoder(nn.Module):
   point_embed_dim: int = 256
   dtype: jnp.dtype = jnp.float32
   pool_coordinates: bool = True
+  affine_init_std: float = 0.0
+  affine_anchor: str = 'identity'
 
   @nn.compact
   def __call__(self, image, prior, train):
@@ -120,14 +122,17 @@ class KeypointEncoder(nn.Module):
                         features.astype(jnp.float32).reshape(b, h * w, -1))   # [B, N, C]
     point = PointEmbedding(self.embed_dim, self.point_embed_dim, name='point_embed')(prior)
     parts = [pooled, jnp.broadcast_to(point[None], (b,) + point.shape)]
+    soft_argmax = jnp.einsum('bpn,pc->bnc', weights, _pixel_grid(h, w))   # [B, N, 2]
     if self.pool_coordinates:
-      parts.append(jnp.einsum('bpn,pc->bnc', weights, _pixel_grid(h, w)))   # [B, N, 2]
+      parts.append(soft_argmax)
     x = jnp.concatenate(parts, axis=-1)
     x = leaky_relu(nn.Dense(self.embed_dim, name='affine_hidden')(x))
-    theta = nn.Dense(6, kernel_init=nn.initializers.zeros,
+    theta = nn.Dense(6, kernel_init=nn.initializers.normal(self.affine_init_std),
                      bias_init=lambda *_: jnp.asarray(_IDENTITY_AFFINE, jnp.float32),
                      name='affine_out')(x)
     theta = theta.reshape(b, self.num_parts, 2, 3)
+    if self.affine_anchor == 'soft_argmax':
+      theta = theta.at[..., 2].add(soft_argmax - prior)
     keypoints = (jnp.einsum('bnij,nj->bni', theta[..., :2], prior,
                             precision=jax.lax.Precision.HIGHEST) + theta[..., 2])
     return keypoints, theta

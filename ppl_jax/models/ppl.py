@@ -32,6 +32,7 @@ from ppl_jax.models.mixer import MixerDecoder, MixerEncoder
 from ppl_jax.models.priors import Connectivity, KeypointPrior
 
 CONTEXTS = ('reference_frame', 'masked_self')
+AFFINE_ANCHORS = ('identity', 'soft_argmax')
 KEYPOINT_PRIORS = ('memory', 'predefined', 'random')
 CONNECTIVITY_PRIORS = ('random', 'predefined')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -49,6 +50,8 @@ class PPL(nn.Module):
   embed_dim: int = 128
   point_embed_dim: int = 256
   pool_coordinates: bool = True
+  affine_init_std: float = 0.0
+  affine_anchor: str = 'identity'
   memory_banks: int = 34
   memory_tokens: int = 16
   memory_dim: int = 512
@@ -59,19 +62,23 @@ class PPL(nn.Module):
   mixer_dec_dim: int = 32
   keypoint_prior_init: str = 'memory'       # config.model.keypoint_prior
   connectivity_init: str = 'random'         # config.model.connectivity_prior
+  connectivity_init_mean: float = -4.0
+  connectivity_init_std: float = 1.0
   prior_template: str = 'human16'
   dtype: str = 'float32'
   remat_decoder: bool = False
 
   def setup(self):
     _check_choice('context', self.context, CONTEXTS)
+    _check_choice('affine_anchor', self.affine_anchor, AFFINE_ANCHORS)
     _check_choice('keypoint_prior', self.keypoint_prior_init, KEYPOINT_PRIORS)
     _check_choice('connectivity_prior', self.connectivity_init, CONNECTIVITY_PRIORS)
     _check_choice('dtype', self.dtype, tuple(DTYPES))
     dtype = DTYPES[self.dtype]
     self.encoder = KeypointEncoder(
         self.num_parts, tuple(self.encoder_channels), self.encoder_out_channels, self.embed_dim,
-        self.point_embed_dim, dtype, self.pool_coordinates)
+        self.point_embed_dim, dtype, self.pool_coordinates, self.affine_init_std,
+        self.affine_anchor)
     # static_argnums counts `self` as 0: argument 2 is `train`.
     decoder_cls = nn.remat(UNetDecoder, static_argnums=(2,)) if self.remat_decoder else UNetDecoder
     self.decoder = decoder_cls(tuple(self.decoder_channels), dtype)
@@ -79,7 +86,8 @@ class PPL(nn.Module):
     self.memory = HierarchicalMemory(self.memory_banks, self.memory_tokens, self.memory_dim,
                                      self.memory_decay, self.memory_eps)
     self.mix_dec = MixerDecoder(self.num_parts, self.mixer_dec_dim, self.mixer_dec_blocks)
-    self.connectivity = Connectivity(self.num_parts, self.connectivity_init, self.prior_template)
+    self.connectivity = Connectivity(self.num_parts, self.connectivity_init, self.prior_template,
+                                     self.connectivity_init_mean, self.connectivity_init_std)
     if self.keypoint_prior_init != 'memory':
       self.keypoint_prior = KeypointPrior(self.num_parts, self.keypoint_prior_init,
                                           self.prior_template)
@@ -172,6 +180,8 @@ def build_model(config: ml_collections.ConfigDict) -> PPL:
       embed_dim=m.embed_dim,
       point_embed_dim=m.point_embed_dim,
       pool_coordinates=m.pool_coordinates,
+      affine_init_std=m.affine_init_std,
+      affine_anchor=m.affine_anchor,
       memory_banks=m.memory_banks,
       memory_tokens=m.memory_tokens,
       memory_dim=m.memory_dim,
@@ -182,6 +192,8 @@ def build_model(config: ml_collections.ConfigDict) -> PPL:
       mixer_dec_dim=m.mixer_dec_dim,
       keypoint_prior_init=m.keypoint_prior,
       connectivity_init=m.connectivity_prior,
+      connectivity_init_mean=m.connectivity_init_mean,
+      connectivity_init_std=m.connectivity_init_std,
       prior_template=m.prior_template,
       dtype=m.dtype,
       remat_decoder=m.remat_decoder,

@@ -112,14 +112,17 @@ def connectivity_weights(logits):
 
 
 class Connectivity(nn.Module):
-  """Connectivity prior W [N, N] from free logits ('random': randn - 4; 'predefined': template)."""
+  """Connectivity prior W [N, N] from free logits ('random': init_std * randn + init_mean,
+  release: randn - 4; 'predefined': template)."""
   num_parts: int
   init_kind: str = 'random'      # random | predefined
   template_name: str = 'human16'
+  init_mean: float = RANDOM_LOGIT_MEAN
+  init_std: float = 1.0
 
   def _init_logits(self, key, shape):
     if self.init_kind == 'random':
-      return jax.random.normal(key, shape, jnp.float32) + RANDOM_LOGIT_MEAN
+      return self.init_std * jax.random.normal(key, shape, jnp.float32) + self.init_mean
     if self.init_kind == 'predefined':
       _, edges = template(self.template_name, self.num_parts)
       logits = np.full(shape, OFF_EDGE_LOGIT, np.float32)
