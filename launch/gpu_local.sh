@@ -23,7 +23,7 @@ Arguments after '--' are passed to ppl_jax.main (config overrides), e.g.
   -- --config.batch_size=256 --config.data.root=/data/h36m"
 
 opt config CONFIG "" "Config file, with its argument, e.g. configs/h36m.py:size=128. Required."
-opt workdir WORKDIR "" "Checkpoints, metrics and images (local path or gs:// bucket). Required."
+opt workdir WORKDIR "" "Checkpoints, metrics and images (a local path, or a gs:// bucket mounted with gcsfuse). Required."
 opt gpus GPUS "" "GPUs to use, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES). Default: all."
 opt python PYTHON python3 "Python interpreter (of the environment ppl_jax is installed in)."
 opt jax-requirement JAX_REQUIREMENT "jax[cuda12]" "pip requirement installed by --install."

@@ -22,13 +22,21 @@ Commands (several run in the order given, e.g. 'deploy install train'):
               on every worker (--source=git).
   install     On every worker: a virtual environment with Python
               --python-version (made with uv, as the TPU images ship Python
-              3.10), then 'pip install -e <code> jax[tpu]'.
+              3.10), then 'pip install -e <code> jax[tpu]'. With a gs://
+              --workdir (or --install-gcsfuse), first Cloud Storage FUSE
+              (gcsfuse, from its apt repository) where it is missing.
   train       Start 'python -m ppl_jax.main --config=... --workdir=...' on every
               worker at once (ssh --worker=all), detached with nohup, output in
               --log-file on each worker. No JAX_* variables are needed: on a
-              pod slice JAX finds the other workers itself.
+              pod slice JAX finds the other workers itself. A gs://BUCKET/PATH
+              workdir is mounted first on every worker (gcsfuse BUCKET at
+              ~/<gcs-mount-dir>/BUCKET, unless mounted already) and ppl_jax.main
+              gets --workdir=~/<gcs-mount-dir>/BUCKET/PATH.
   logs        Follow the log of --worker (tail -F; --no-follow: last lines).
   fetch-logs  Copy the log of each of --workers into --dest/<worker>.log.
+              (Metrics, checkpoints and images are in the workdir: with a gs://
+              workdir they are written into the bucket through the mount, e.g.
+              gcloud storage ls gs://BUCKET/PATH.)
   status      The TPU's state and whether training runs on each worker.
   stop        Stop the training process on every worker.
   exec        Run --command on every worker (e.g. to copy data from a bucket).
@@ -62,7 +70,12 @@ opt jax-requirement JAX_REQUIREMENT "jax[tpu]" "pip requirement installed with t
 opt find-links FIND_LINKS https://storage.googleapis.com/jax-releases/libtpu_releases.html \
   "Extra package page for libtpu (as in the Cloud TPU instructions); empty for none."
 opt config CONFIG "" "Config file relative to the repository root, with its argument, e.g. configs/h36m.py:size=128. Required by train."
-opt workdir WORKDIR "" "Checkpoints, metrics and images, e.g. gs://my-bucket/ppl/h36m (every worker must see the same directory, so a bucket on a pod slice). Required by train."
+opt workdir WORKDIR "" "Checkpoints, metrics and images, the same for every worker: gs://BUCKET/PATH, e.g. gs://my-bucket/ppl/h36m (train mounts the bucket on every worker, see --gcs-mount-dir), or a path on a shared file system. Required by train."
+opt gcs-mount-dir GCS_MOUNT_DIR gcs \
+  "With --workdir=gs://BUCKET/PATH: train mounts BUCKET with gcsfuse at <this directory>/BUCKET on every worker (relative to the home directory) and passes --workdir=<that>/PATH to ppl_jax.main."
+opt gcsfuse-flags GCSFUSE_FLAGS "--implicit-dirs --rename-dir-limit=200000" \
+  "gcsfuse options for that mount, split on spaces. --rename-dir-limit lets checkpoints (written to a temporary directory, then renamed) work on buckets without hierarchical namespace."
+flag install-gcsfuse INSTALL_GCSFUSE "install: also install gcsfuse on every worker where it is missing (done anyway when --workdir is gs://...)."
 opt log-file LOG_FILE ppl_train.log "Training log on each worker, relative to the home directory."
 opt train-args TRAIN_ARGS "" "Extra arguments for ppl_jax.main, split on spaces (added before those after --)."
 opt worker WORKER 0 "Worker whose log 'logs' shows (a number, or all)."
@@ -103,6 +116,23 @@ default_runtime_version() {
   esac
 }
 
+GCS_BUCKET=
+GCS_PATH=
+split_gcs_workdir() {  # gs://BUCKET/PATH -> GCS_BUCKET, GCS_PATH (no leading or trailing /)
+  local rest=${WORKDIR#gs://}
+  GCS_BUCKET=${rest%%/*}
+  GCS_PATH=${rest#"$GCS_BUCKET"}
+  GCS_PATH=${GCS_PATH#/}
+  while [[ $GCS_PATH == */ ]]; do
+    GCS_PATH=${GCS_PATH%/}
+  done
+  [[ $GCS_BUCKET =~ ^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$ ]] \
+    || die_usage "--workdir=$WORKDIR: '$GCS_BUCKET' is not a bucket name (give gs://BUCKET/PATH)"
+  if [[ -n $GCS_PATH && /$GCS_PATH/ == *//* || /$GCS_PATH/ == */./* || /$GCS_PATH/ == */../* ]]; then
+    die_usage "--workdir=$WORKDIR: give gs://BUCKET/PATH with no empty, '.' or '..' parts in PATH"
+  fi
+}
+
 # Check every setting the requested commands need before running any of them.
 require PROJECT
 require ZONE
@@ -132,6 +162,12 @@ for command in "${COMMANDS[@]}"; do
       require CONFIG "(needed by train)"
       require WORKDIR "(needed by train)"
       check_relative_dir REMOTE_DIR
+      if [[ $WORKDIR == gs://* ]]; then
+        split_gcs_workdir
+        check_relative_dir GCS_MOUNT_DIR
+      elif [[ $WORKDIR == *://* ]]; then
+        die_usage "--workdir=$WORKDIR: ppl_jax.main writes with the local file API; give gs://BUCKET/PATH (mounted on every worker with gcsfuse) or a path on a shared file system"
+      fi
       ;;
     fetch-logs)
       [[ $WORKERS =~ ^(all|[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)$ ]] \
@@ -204,23 +240,55 @@ cmd_deploy() {
   ssh_all "mkdir -p $(home_path "$REMOTE_DIR") && tar -xzf $(home_path "$remote_tar") -C $(home_path "$REMOTE_DIR") && rm -f $(home_path "$remote_tar")"
 }
 
+# Cloud Storage FUSE from its apt repository (TPU VM images are Ubuntu), where it is missing.
+# shellcheck disable=SC2016  # expanded by the remote shell
+GCSFUSE_INSTALL='if command -v gcsfuse > /dev/null 2>&1; then echo "$(hostname): gcsfuse is installed"; else set -e; . /etc/os-release; sudo curl -fsSL -o /usr/share/keyrings/cloud.google.asc https://packages.cloud.google.com/apt/doc/apt-key.gpg; echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$VERSION_CODENAME main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list > /dev/null; sudo apt-get -o DPkg::Lock::Timeout=600 update -q; sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q gcsfuse; gcsfuse --version; fi'
+
 cmd_install() {
   local code python
   code=$(home_path "$REMOTE_DIR")
   python=$(home_path "$VENV/bin/python")
+  if [[ $WORKDIR == gs://* ]] || ((INSTALL_GCSFUSE)); then
+    ssh_all "$GCSFUSE_INSTALL"
+  fi
   ssh_all "set -e; python3 -m pip install --user --quiet --upgrade uv; [ -x $python ] || python3 -m uv venv --python $(rq "$PYTHON_VERSION") $(home_path "$VENV"); python3 -m uv pip install --python $python${FIND_LINKS:+ --find-links $(rq "$FIND_LINKS")} -e $code $(rq "$JAX_REQUIREMENT"); $python -c \"import jax, ppl_jax; print(jax.__version__)\""
 }
 
+# The remote lines that mount gs://GCS_BUCKET at ~/GCS_MOUNT_DIR/GCS_BUCKET unless it is mounted.
+gcs_mount_lines() {
+  local mount flags=() gcsfuse=gcsfuse line
+  mount=$(home_path "$GCS_MOUNT_DIR/$GCS_BUCKET")
+  if [[ -n $GCSFUSE_FLAGS ]]; then
+    split_into flags "$GCSFUSE_FLAGS"
+  fi
+  if ((${#flags[@]})); then
+    gcsfuse+=" $(rquote_cmd "${flags[@]}")"
+  fi
+  line="mkdir -p $mount || exit 1; "
+  line+="if ! mountpoint -q $mount; then "
+  line+="if ! command -v gcsfuse > /dev/null 2>&1; then echo \"\$(hostname): gcsfuse (Cloud Storage FUSE) is needed to mount gs://$GCS_BUCKET but is not installed: run launch/tpu.sh install with this --workdir (or --install-gcsfuse), or install the gcsfuse package from its apt repository, see https://cloud.google.com/storage/docs/cloud-storage-fuse/install\" >&2; exit 1; fi; "
+  line+="$gcsfuse $(rq "$GCS_BUCKET") $mount || exit 1; fi; "
+  printf '%s' "$line"
+}
+
 cmd_train() {
-  local python args=() line
+  local python workdir_arg more_args="" line
   python=$(home_path "$VENV/bin/python")
-  args=(-m ppl_jax.main --config="$CONFIG" --workdir="$WORKDIR" ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"})
-  if [[ $WORKDIR != gs://* ]]; then
-    warn "--workdir=$WORKDIR is not a gs:// bucket: on a pod slice every worker needs the same workdir"
+  if [[ $WORKDIR == gs://* ]]; then
+    workdir_arg="--workdir=$(home_path "$GCS_MOUNT_DIR/$GCS_BUCKET${GCS_PATH:+/$GCS_PATH}")"
+  else
+    workdir_arg=$(rq --workdir="$WORKDIR")
+    warn "--workdir=$WORKDIR is passed as it is: on a pod slice every worker needs the same workdir, so use gs://BUCKET/PATH (mounted on every worker automatically) or a shared file system"
+  fi
+  if ((${#TRAIN_EXTRA[@]})); then
+    more_args=" $(rquote_cmd "${TRAIN_EXTRA[@]}")"
   fi
   line="cd $(home_path "$REMOTE_DIR") || exit 1; "
   line+="if [ -f $(home_path "$PIDFILE") ] && kill -0 \"\$(cat $(home_path "$PIDFILE"))\" 2>/dev/null; then echo \"\$(hostname): ppl_jax.main is already running\" >&2; exit 1; fi; "
-  line+="nohup $python $(rquote_cmd "${args[@]}") > $(home_path "$LOG_FILE") 2>&1 < /dev/null & "
+  if [[ $WORKDIR == gs://* ]]; then
+    line+=$(gcs_mount_lines)
+  fi
+  line+="nohup $python $(rquote_cmd -m ppl_jax.main --config="$CONFIG") $workdir_arg$more_args > $(home_path "$LOG_FILE") 2>&1 < /dev/null & "
   line+="echo \$! > $(home_path "$PIDFILE"); echo \"\$(hostname): started ppl_jax.main\""
   ssh_all "$line"
 }

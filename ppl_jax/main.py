@@ -36,6 +36,11 @@ class _QuietLibraries(py_logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if '://' in FLAGS.workdir:
+    raise app.UsageError(
+        f'--workdir={FLAGS.workdir}: URL workdirs are not supported yet (files are written '
+        'with the local file API). Mount the bucket on every host (e.g. `gcsfuse BUCKET '
+        '/mnt/BUCKET`) and pass the mounted path, or use a shared file system.')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   sharding.maybe_initialize_distributed()
   logging.info('JAX process %d / %d, devices: %s', jax.process_index(),

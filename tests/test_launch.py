@@ -3,8 +3,9 @@
 Dry-run mode prints each command as `+ <bash command line>`; these tests parse the
 lines back with shlex and check the gcloud / ssh commands. The remote command lines
 (what runs on a TPU worker or GPU host) are also run here under a fake home
-directory, with fake gcloud / ssh / python programs, to check that they start the
-trainer detached with the right arguments and JAX_* environment.
+directory, with fake gcloud / ssh / python / gcsfuse / mountpoint programs, to check
+that they mount a gs:// workdir and start the trainer detached with the right
+arguments and JAX_* environment.
 """
 
 import os
@@ -49,6 +50,14 @@ def _flag(argv, name):
   values = [a.split('=', 1)[1] for a in argv if a.startswith(name + '=')]
   assert len(values) == 1, (name, argv)
   return values[0]
+
+
+def _find(words, sub):
+  """Index of the list `sub` inside the list `words` (-1 if absent)."""
+  for i in range(len(words) - len(sub) + 1):
+    if words[i:i + len(sub)] == sub:
+      return i
+  return -1
 
 
 def _executable(path, text):
@@ -131,22 +140,71 @@ def test_tpu_all():
                    '--config.batch_size=256', '--config.data.root=/home/me/h36m')
   verbs = [' '.join(c[:5] if c[0] == 'gcloud' else c[:4]) for c in cmds]
   assert verbs == ['gcloud compute tpus tpu-vm create', 'git -C ' + str(ROOT) + ' archive',
-                   'gcloud compute tpus tpu-vm scp', 'gcloud compute tpus tpu-vm ssh',
-                   'gcloud compute tpus tpu-vm ssh', 'gcloud compute tpus tpu-vm ssh']
+                   'gcloud compute tpus tpu-vm scp'] + ['gcloud compute tpus tpu-vm ssh'] * 4
   for cmd in cmds[2:]:
     assert _flag(cmd, '--worker') == 'all'
     assert _flag(cmd, '--zone') == 'us-central2-b' and _flag(cmd, '--project') == 'my-proj'
   assert cmds[1][-1] == 'HEAD'
   assert cmds[2][5:7] == [_flag(cmds[1], '--output'), 'ppl-pod:ppl_jax.tar.gz']
-  install = _flag(cmds[4], '--command')
+  # install: gcsfuse first (the workdir is a bucket), then the virtual environment.
+  gcsfuse_install = _flag(cmds[4], '--command')
+  assert gcsfuse_install.startswith('if command -v gcsfuse ')
+  assert 'https://packages.cloud.google.com/apt gcsfuse-$VERSION_CODENAME main' in gcsfuse_install
+  assert 'apt-get -o DPkg::Lock::Timeout=600 install -y -q gcsfuse' in gcsfuse_install
+  install = _flag(cmds[5], '--command')
   assert 'uv pip install' in install and '"jax[tpu]"' in install and '-e "$HOME"/ppl_jax' in install
-  train = shlex.split(_flag(cmds[5], '--command'))
+  # train: mount the bucket, then ppl_jax.main with the mounted path as its workdir.
+  train = shlex.split(_flag(cmds[6], '--command'))
+  mount = _find(train, ['mkdir', '-p', '$HOME/gcs/bucket', '||', 'exit', '1;',
+                        'if', '!', 'mountpoint', '-q', '$HOME/gcs/bucket;', 'then'])
+  gcsfuse = _find(train, ['gcsfuse', '--implicit-dirs', '--rename-dir-limit=200000',
+                          'bucket', '$HOME/gcs/bucket', '||', 'exit', '1;', 'fi;'])
   start = train.index('-m')
+  assert 0 < mount < gcsfuse < start
   assert train[start - 2:start + 6] == [
       'nohup', '$HOME/ppl_venv/bin/python', '-m', 'ppl_jax.main',
-      '--config=configs/h36m.py:size=128', '--workdir=gs://bucket/ppl/h36m',
+      '--config=configs/h36m.py:size=128', '--workdir=$HOME/gcs/bucket/ppl/h36m',
       '--config.batch_size=256', '--config.data.root=/home/me/h36m']
-  assert 'JAX_COORDINATOR_ADDRESS' not in _flag(cmds[5], '--command')
+  assert 'JAX_COORDINATOR_ADDRESS' not in _flag(cmds[6], '--command')
+  assert 'gs://' not in train[start:]
+
+
+def test_tpu_non_gs_workdir_passes_through():
+  proc = _run('tpu.sh', '--dry-run', *TPU, '--config=configs/h36m.py',
+              '--workdir=/shared/ppl/h36m', 'install', 'train', '--', '--config.batch_size=8')
+  install, train = [shlex.split(line[2:]) for line in proc.stdout.splitlines()]
+  assert 'gcsfuse' not in _flag(install, '--command')  # Not installed without a bucket.
+  command = _flag(train, '--command')
+  assert 'gcsfuse' not in command and 'mountpoint' not in command
+  words = shlex.split(command)
+  start = words.index('-m')
+  assert words[start - 2:start + 5] == [
+      'nohup', '$HOME/ppl_venv/bin/python', '-m', 'ppl_jax.main', '--config=configs/h36m.py',
+      '--workdir=/shared/ppl/h36m', '--config.batch_size=8']
+  assert 'every worker needs the same workdir' in proc.stderr
+  assert 'gs://BUCKET/PATH (mounted on every worker automatically)' in proc.stderr
+  # A relative workdir too (relative to --remote-dir on the workers).
+  (train,) = _commands('tpu.sh', *TPU, '--config=c.py', '--workdir=workdir/x', 'train')
+  assert '--workdir=workdir/x' in shlex.split(_flag(train, '--command'))
+  # --install-gcsfuse installs gcsfuse without a bucket workdir.
+  gcsfuse_install, _ = _commands('tpu.sh', *TPU, '--install-gcsfuse', 'install')
+  assert _flag(gcsfuse_install, '--command').startswith('if command -v gcsfuse ')
+
+
+@pytest.mark.parametrize('workdir,mounted', [
+    ('gs://my-bucket/runs/a/', '$HOME/gcs/my-bucket/runs/a'),
+    ('gs://my-bucket', '$HOME/gcs/my-bucket'),
+])
+def test_tpu_gs_workdir_mount_options(workdir, mounted):
+  (train,) = _commands('tpu.sh', *TPU, '--config=c.py', f'--workdir={workdir}', 'train')
+  assert f'--workdir={mounted}' in shlex.split(_flag(train, '--command'))
+  (train,) = _commands('tpu.sh', *TPU, '--config=c.py', f'--workdir={workdir}',
+                       '--gcs-mount-dir=mnt/buckets', '--gcsfuse-flags=--implicit-dirs', 'train')
+  words = shlex.split(_flag(train, '--command'))
+  assert _find(words, ['mountpoint', '-q', '$HOME/mnt/buckets/my-bucket;']) > 0
+  assert _find(words, ['gcsfuse', '--implicit-dirs', 'my-bucket',
+                       '$HOME/mnt/buckets/my-bucket', '||']) > 0
+  assert '--workdir=' + mounted.replace('/gcs/', '/mnt/buckets/') in words
 
 
 def test_tpu_sources_logs_and_misc():
@@ -203,6 +261,11 @@ def test_missing_setting(script, args, missing):
     ('tpu.sh', TPU),
     ('tpu.sh', [*TPU, '--remote-dir=../x', 'deploy']),
     ('tpu.sh', [*TPU, '--workers=1;rm', 'fetch-logs']),
+    ('tpu.sh', [*TPU, '--config=c', '--workdir=s3://b/w', 'train']),
+    ('tpu.sh', [*TPU, '--config=c', '--workdir=gs://b/../w', 'train']),
+    ('tpu.sh', [*TPU, '--config=c', '--workdir=gs://B/w', 'train']),
+    ('tpu.sh', [*TPU, '--config=c', '--workdir=gs://b/w', '--gcs-mount-dir=/mnt', 'train']),
+    ('gpu_hosts.sh', ['--hosts=a', '--config=c', '--workdir=gs://b/w']),
     ('gpu_hosts.sh', ['--hosts=a', 'dance']),
     ('gpu_local.sh', ['--config=c', '--workdir=w', 'extra']),
 ])
@@ -248,6 +311,17 @@ def test_gpu_hosts_process_ids():
   assert cmd[:2] == ['ssh', 'h1'] and 'JAX_COORDINATOR_ADDRESS=10.0.0.1:1234' in cmd[2]
 
 
+# Stand in for Cloud Storage FUSE on a worker: record their arguments.
+FAKE_MOUNTPOINT = """#!/usr/bin/env bash
+echo "$*" >> "$HOME/mountpoint.txt"
+[[ -f "$2/.mounted" ]]
+"""
+FAKE_GCSFUSE = """#!/usr/bin/env bash
+echo "$*" >> "$HOME/gcsfuse.txt"
+touch "${@: -1}/.mounted"
+"""
+
+
 def test_tpu_deploy_and_train_run(tmp_path):
   """Not a dry run: a fake gcloud runs the worker commands under a fake home."""
   if subprocess.run(['git', '-C', str(ROOT), 'rev-parse', 'HEAD'],
@@ -263,6 +337,8 @@ if [[ "$3 $4" == "tpu-vm ssh" ]]; then
   for a; do case $a in --command=*) HOME=$FAKE_HOME bash -c "${a#--command=}" ;; esac; done
 fi
 """)
+  _executable(bin_dir / 'mountpoint', FAKE_MOUNTPOINT)
+  _executable(bin_dir / 'gcsfuse', FAKE_GCSFUSE)
   _executable(home / 'ppl_venv' / 'bin' / 'python', FAKE_PYTHON)
   env = {'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'FAKE_HOME': str(home),
          'FAKE_LOG': str(tmp_path / 'gcloud.log'), 'TMPDIR': str(tmp_path)}
@@ -271,13 +347,49 @@ fi
               'deploy', 'train', '--', tricky, env=env)
   assert (home / 'ppl_jax' / 'setup.cfg').exists()  # The committed tree arrived.
   lines = _wait_for(home / 'run.txt')
+  mount = home / 'gcs' / 'b'
+  assert (home / 'mountpoint.txt').read_text().splitlines() == [f'-q {mount}']
+  assert (home / 'gcsfuse.txt').read_text().splitlines() == [
+      f'--implicit-dirs --rename-dir-limit=200000 b {mount}']
   assert lines[:4] == ['ARG -m', 'ARG ppl_jax.main', 'ARG --config=configs/synthetic.py',
-                       'ARG --workdir=gs://b/w']
+                       f'ARG --workdir={mount}/w']
   assert lines[4] == 'ARG ' + tricky
   assert f'PWD {home / "ppl_jax"}' in lines
   assert not any(line.startswith('ENV ') for line in lines)
   assert 'started ppl_jax.main' in proc.stdout
   assert proc.stderr.count('+ gcloud compute tpus tpu-vm') == 3  # Echoed commands.
+  # Train again (the pid file removed, as after stop): the bucket is mounted already, so
+  # gcsfuse does not run again.
+  (home / 'run.txt').unlink()
+  (home / 'ppl_train.pid').unlink()
+  _run('tpu.sh', *TPU, '--config=configs/synthetic.py', '--workdir=gs://b/w', 'train', env=env)
+  assert _wait_for(home / 'run.txt')[3] == f'ARG --workdir={mount}/w'
+  assert len((home / 'mountpoint.txt').read_text().splitlines()) == 2
+  assert len((home / 'gcsfuse.txt').read_text().splitlines()) == 1
+
+
+def test_tpu_train_without_gcsfuse(tmp_path):
+  """The worker command stops, saying how to install gcsfuse, when it is missing."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  for tool in ('bash', 'mkdir', 'cat', 'hostname'):  # A PATH without gcsfuse.
+    found = shutil.which(tool)
+    if found is None:
+      pytest.skip(f'{tool} not found')
+    (bin_dir / tool).symlink_to(found)
+  _executable(bin_dir / 'mountpoint', FAKE_MOUNTPOINT)
+  home = tmp_path / 'home'
+  (home / 'ppl_jax').mkdir(parents=True)
+  _executable(home / 'ppl_venv' / 'bin' / 'python', FAKE_PYTHON)
+  (train,) = _commands('tpu.sh', *TPU, '--config=c.py', '--workdir=gs://b/w', 'train')
+  proc = subprocess.run([shutil.which('bash'), '-c', _flag(train, '--command')],
+                        capture_output=True, text=True, timeout=60,
+                        env={'HOME': str(home), 'PATH': str(bin_dir)})
+  assert proc.returncode == 1
+  assert 'gcsfuse (Cloud Storage FUSE) is needed to mount gs://b' in proc.stderr
+  assert 'launch/tpu.sh install' in proc.stderr and 'apt repository' in proc.stderr
+  assert (home / 'gcs' / 'b').is_dir()
+  assert not (home / 'ppl_train.pid').exists() and not (home / 'run.txt').exists()
 
 
 def test_gpu_hosts_train_run(tmp_path):
