@@ -47,7 +47,8 @@ def _parse_args(argv):
   return parser.parse_args(argv)
 
 
-def _median_seconds(fn, args, repeats, warmup):
+def median_seconds(fn, args, repeats, warmup=0):
+  """Median wall seconds of `repeats` calls of fn(*args) after `warmup` untimed ones."""
   for _ in range(warmup):
     jax.block_until_ready(fn(*args))
   times = []
@@ -81,7 +82,7 @@ def _measure(render, inputs, size, args, *, budget_bytes=None):
     if budget_bytes is not None and temp > budget_bytes:
       entry['skipped'] = f'temp {temp / 2**30:.1f} GiB > budget {budget_bytes / 2**30:.1f} GiB'
     else:
-      entry['seconds'] = _median_seconds(compiled, program_args, args.repeats, args.warmup)
+      entry['seconds'] = median_seconds(compiled, program_args, args.repeats, args.warmup)
       if name == 'fwd':
         output = np.asarray(compiled(*program_args))
     results[name] = entry

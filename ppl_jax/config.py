@@ -119,6 +119,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.connectivity_init_std = 1.0
   config.model.prior_template = 'human16'     # template for predefined priors
   config.model.dtype = 'float32'              # compute dtype: float32 | bfloat16
+  # Rematerialisation (recompute in the backward pass instead of storing): encoder residual
+  # blocks, decoder levels, VGG blocks. Same values, less accelerator memory, ~1.3x the FLOPs.
+  config.model.remat_encoder = False
   config.model.remat_decoder = False
   config.model.remat_perceptual = False
 

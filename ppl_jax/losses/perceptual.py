@@ -57,6 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppl_jax.models.decoder import max_pool2x
+
 NETWORKS = ('vgg16', 'vgg19')
 BLOCK_CONVS = {'vgg16': (2, 2, 3, 3, 3), 'vgg19': (2, 2, 4, 4, 4)}
 BLOCK_WIDTHS = (64, 128, 256, 512, 512)
@@ -121,7 +123,7 @@ class VGGBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.pool:
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool2x(x)
     for c in range(self.num_convs):
       x = nn.Conv(self.features, (3, 3), padding='SAME', dtype=self.dtype,
                   param_dtype=jnp.float32, name=f'conv{c + 1}')(x)

@@ -52,10 +52,14 @@ class ResBlock(nn.Module):
 
 
 class EncoderTrunk(nn.Module):
-  """[B, H, W, 3] -> [B, H/4, W/4, out_channels] (len(channels) >= 3 down-sampling levels)."""
+  """[B, H, W, 3] -> [B, H/4, W/4, out_channels] (len(channels) >= 3 down-sampling levels).
+
+  `remat=True` recomputes each residual block in the backward pass, keeping only block inputs.
+  """
   channels: Sequence[int] = (64, 128, 256, 512)
   out_channels: int = 128
   dtype: jnp.dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, image, train):
@@ -66,14 +70,16 @@ class EncoderTrunk(nn.Module):
     if image.shape[1] % factor or image.shape[2] % factor:
       raise ValueError(f'EncoderTrunk: image size {image.shape[1:3]} must be divisible by '
                        f'{factor} (2^len(config.model.encoder_channels)).')
+    # static_argnums counts `self` as 0: argument 2 is `train`.
+    block = nn.remat(ResBlock, static_argnums=(2,)) if self.remat else ResBlock
     x = image.astype(self.dtype)
     for i, c in enumerate(self.channels):
-      x = ResBlock(c, self.dtype, name=f'down_{i}')(x, train)
+      x = block(c, self.dtype, name=f'down_{i}')(x, train)
       x = nn.avg_pool(x, (2, 2), strides=(2, 2))
     up_channels = list(reversed(self.channels[:-1]))[:len(self.channels) - 2]
     up_channels[-1] = self.out_channels
     for i, c in enumerate(up_channels):
-      x = ResBlock(c, self.dtype, name=f'up_{i}')(upsample2x(x), train)
+      x = block(c, self.dtype, name=f'up_{i}')(upsample2x(x), train)
     return x
 
 
@@ -107,14 +113,15 @@ class KeypointEncoder(nn.Module):
   pool_coordinates: bool = True
   affine_init_std: float = 0.0
   affine_anchor: str = 'identity'
+  remat: bool = False
 
   @nn.compact
   def __call__(self, image, prior, train):
     if prior.shape != (self.num_parts, 2):
       raise ValueError(f'KeypointEncoder: prior has shape {prior.shape}, expected '
                        f'({self.num_parts}, 2) (config.model.num_parts).')
-    features = EncoderTrunk(self.channels, self.out_channels, self.dtype, name='trunk')(
-        image, train)
+    features = EncoderTrunk(self.channels, self.out_channels, self.dtype, self.remat,
+                            name='trunk')(image, train)
     logits = nn.Conv(self.num_parts, (1, 1), dtype=self.dtype, name='heatmap')(features)
     b, h, w, _ = features.shape
     weights = jax.nn.softmax(logits.astype(jnp.float32).reshape(b, h * w, self.num_parts), axis=1)

@@ -66,6 +66,7 @@ class PPL(nn.Module):
   connectivity_init_std: float = 1.0
   prior_template: str = 'human16'
   dtype: str = 'float32'
+  remat_encoder: bool = False
   remat_decoder: bool = False
 
   def setup(self):
@@ -78,10 +79,8 @@ class PPL(nn.Module):
     self.encoder = KeypointEncoder(
         self.num_parts, tuple(self.encoder_channels), self.encoder_out_channels, self.embed_dim,
         self.point_embed_dim, dtype, self.pool_coordinates, self.affine_init_std,
-        self.affine_anchor)
-    # static_argnums counts `self` as 0: argument 2 is `train`.
-    decoder_cls = nn.remat(UNetDecoder, static_argnums=(2,)) if self.remat_decoder else UNetDecoder
-    self.decoder = decoder_cls(tuple(self.decoder_channels), dtype)
+        self.affine_anchor, self.remat_encoder)
+    self.decoder = UNetDecoder(tuple(self.decoder_channels), dtype, self.remat_decoder)
     self.mix_enc = MixerEncoder(self.memory_banks, self.memory_dim, self.mixer_enc_blocks)
     self.memory = HierarchicalMemory(self.memory_banks, self.memory_tokens, self.memory_dim,
                                      self.memory_decay, self.memory_eps)
@@ -196,5 +195,6 @@ def build_model(config: ml_collections.ConfigDict) -> PPL:
       connectivity_init_std=m.connectivity_init_std,
       prior_template=m.prior_template,
       dtype=m.dtype,
+      remat_encoder=m.remat_encoder,
       remat_decoder=m.remat_decoder,
   )
