@@ -232,16 +232,12 @@ def predict_split(restored: Restored, split: str, max_frames: int = 0, *,
   if source is None:
     source = input_pipeline.build_source(config.data, split, seed=config.seed)
   predicted, keypoints, visible, images = [], [], [], []
-  for batch in eval_batches(config, source, max_frames):
-    rows = {k: batch[k] for k in ('image', 'keypoints', 'visible', 'valid')}
-    out = jax.device_get(setup.eval_step(restored.state,
-                                         sharding.shard_batch(rows, setup.mesh)))
-    valid = np.asarray(out['valid'], bool)
-    predicted.append(np.asarray(out['predicted'])[valid])
-    keypoints.append(np.asarray(out['keypoints'])[valid])
-    visible.append(np.asarray(out['visible'], bool)[valid])
+  for out in train.eval_outputs(setup, restored.state, eval_batches(config, source, max_frames)):
+    predicted.append(out['predicted'])
+    keypoints.append(out['keypoints'])
+    visible.append(out['visible'])
     if sum(len(i) for i in images) < _OVERLAY_FRAMES:
-      images.append(np.asarray(batch['image'])[valid])
+      images.append(out['image'])
   if not predicted or not sum(len(p) for p in predicted):
     raise ValueError(f'The {split!r} split of config.data.name={config.data.name!r} '
                      'has no labelled frames to evaluate.')

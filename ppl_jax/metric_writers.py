@@ -10,14 +10,10 @@ from typing import Dict, Mapping, Optional
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ppl_jax.data import base
-
-# A colour per keypoint, cycled (matplotlib's tab10).
-_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-            (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
-            (188, 189, 34), (23, 190, 207))
+from ppl_jax.evaluation import figures
 
 
 class MetricWriter:
@@ -69,33 +65,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def draw_pose(image: np.ndarray, keypoints: np.ndarray, weights: np.ndarray, *,
               scale: int = 1) -> np.ndarray:
-  """Keypoints and links over an image; a link's opacity is w_ij / max(w).
+  """Keypoints and links over an image upscaled `scale` times (nearest neighbour).
 
-  image: uint8 [H, W, 3]; keypoints [N, 2] (x, y) in [-1, 1]; weights [N, N].
-  Returns uint8 [scale*H, scale*W, 3].
+  image: uint8 [H, W, 3]; keypoints [N, 2] (x, y) in [-1, 1]; weights [N, N] (link opacity
+  w_ij / max(w), `figures.draw_pose_on_frame`). Returns uint8 [scale*H, scale*W, 3].
   """
   height, width = image.shape[:2]
-  canvas = Image.fromarray(image).resize((width * scale, height * scale),
-                                         Image.NEAREST).convert('RGBA')
-  overlay = Image.new('RGBA', canvas.size, (0, 0, 0, 0))
-  draw = ImageDraw.Draw(overlay)
+  canvas = np.asarray(Image.fromarray(image).resize((width * scale, height * scale),
+                                                    Image.NEAREST))
   points = base.normalized_to_pixels(keypoints, width, height).astype(np.float64)
-  points = (points + 0.5) * scale  # pixel centres of the upscaled image
-  weights = np.asarray(weights, np.float64)
-  top = max(float(weights.max()), 1e-12)
-  n = len(points)
-  line_width = max(1, scale // 2)
-  for i in range(n):
-    for j in range(i + 1, n):
-      alpha = int(round(255 * np.clip(weights[i, j] / top, 0.0, 1.0)))
-      if alpha:
-        draw.line([tuple(points[i]), tuple(points[j])],
-                  fill=(255, 255, 0, alpha), width=line_width)
-  radius = max(1.5, scale * 1.0)
-  for i, (x, y) in enumerate(points):
-    draw.ellipse([x - radius, y - radius, x + radius, y + radius],
-                 fill=_COLOURS[i % len(_COLOURS)] + (255,))
-  return np.asarray(Image.alpha_composite(canvas, overlay).convert('RGB'))
+  # Pixel centres of the upscaled image, at integers like the input's.
+  return figures.draw_pose_on_frame(canvas, (points + 0.5) * scale - 0.5, weights)
 
 
 def pose_summary(batch: Dict[str, np.ndarray], outputs: Dict[str, np.ndarray],

@@ -39,11 +39,9 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import matplotlib
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ppl_jax import evaluate
@@ -116,39 +114,6 @@ def run_model(restored: evaluate.Restored, frames: Iterator[np.ndarray], *,
     yield from flush(pending)
 
 
-def draw_pose(frame: np.ndarray, points: np.ndarray, connectivity: np.ndarray
-              ) -> np.ndarray:
-  """frame uint8 [H, W, 3] with links (opacity w_ij / max(W)) and keypoints drawn.
-
-  points: [N, 2] pixels (centres at integers). PIL rather than matplotlib: one
-  frame at the video's own resolution in about a millisecond.
-  """
-  height, width = frame.shape[:2]
-  line_width = max(1, round(min(height, width) / 128))
-  radius = max(2, round(min(height, width) / 100))
-  layer = Image.new('RGBA', (width, height), (0, 0, 0, 0))
-  draw = ImageDraw.Draw(layer)
-  weights = np.asarray(connectivity, np.float64)
-  top = weights.max()
-  rows, cols = np.triu_indices(len(points), k=1)
-  if top > 0:
-    link = tuple(int(255 * c) for c in figures.LINK_COLOR)
-    # Weakest first, so a strong link is never hidden under a weak one.
-    for k in np.argsort(weights[rows, cols], kind='stable'):
-      alpha = int(round(255 * weights[rows[k], cols[k]] / top))
-      if alpha > 0:
-        (x0, y0), (x1, y1) = points[rows[k]], points[cols[k]]
-        draw.line([(float(x0), float(y0)), (float(x1), float(y1))],
-                  fill=link + (alpha,), width=line_width)
-  colors = matplotlib.colormaps['tab20'](np.arange(len(points)) % 20)
-  for (x, y), color in zip(points, colors):
-    fill = tuple(int(255 * c) for c in color[:3]) + (255,)
-    draw.ellipse([float(x) - radius, float(y) - radius, float(x) + radius,
-                  float(y) + radius], fill=fill, outline=(255, 255, 255, 255))
-  image = Image.alpha_composite(Image.fromarray(frame).convert('RGBA'), layer)
-  return np.asarray(image.convert('RGB'))
-
-
 @dataclasses.dataclass
 class _Outputs:
   """Temporary -> final paths; `commit` renames, `discard` removes the temporaries."""
@@ -193,7 +158,7 @@ def predict_video(restored: evaluate.Restored, reader: video.VideoReader,
   def overlay_frames():
     for i, (frame, points, conf) in enumerate(progress):
       keypoints[i], confidence[i] = points, conf
-      yield draw_pose(frame, points, connectivity)
+      yield figures.draw_pose_on_frame(frame, points, connectivity)
 
   if overlay_path is None:
     for _ in overlay_frames():

@@ -11,10 +11,11 @@ and the state donated.
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 from absl import logging
 import jax
@@ -282,6 +283,23 @@ def _local_rows(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   return {k: np.split(np.asarray(v), count)[index] for k, v in batch.items()}
 
 
+def eval_outputs(setup: TrainSetup, state, batches: Iterable[Dict[str, np.ndarray]]
+                 ) -> Iterator[Dict[str, np.ndarray]]:
+  """The eval step on `input_pipeline.create_eval_dataset` batches, padding rows dropped.
+
+  Yields per batch 'predicted' [b, N, 2], 'keypoints' [b, G, 2] (x, y in [-1, 1]),
+  'visible' bool [b, G] and the input 'image' [b, H, W, 3].
+  """
+  for batch in batches:
+    rows = _local_rows({k: batch[k] for k in ('image', 'keypoints', 'visible', 'valid')})
+    out = jax.device_get(setup.eval_step(state, sharding.shard_batch(rows, setup.mesh)))
+    valid = np.asarray(out['valid'], bool)
+    yield {'predicted': np.asarray(out['predicted'])[valid],
+           'keypoints': np.asarray(out['keypoints'])[valid],
+           'visible': np.asarray(out['visible'], bool)[valid],
+           'image': np.asarray(rows['image'])[valid]}
+
+
 def predict(config, setup: TrainSetup, state, source: base.VideoSource):
   """Keypoints on all labelled frames of `source`.
 
@@ -290,22 +308,13 @@ def predict(config, setup: TrainSetup, state, source: base.VideoSource):
   """
   dataset = input_pipeline.create_eval_dataset(config, source,
                                                batch_size=config.eval_batch_size)
-  predicted, keypoints, visible = [], [], []
-  for i, batch in enumerate(dataset):
-    if config.eval_max_batches and i >= config.eval_max_batches:
-      break
-    rows = {k: batch[k] for k in ('image', 'keypoints', 'visible', 'valid')}
-    out = jax.device_get(setup.eval_step(
-        state, sharding.shard_batch(_local_rows(rows), setup.mesh)))
-    valid = np.asarray(out['valid'], bool)
-    predicted.append(np.asarray(out['predicted'])[valid])
-    keypoints.append(np.asarray(out['keypoints'])[valid])
-    visible.append(np.asarray(out['visible'], bool)[valid])
-  if not predicted:
+  outputs = list(eval_outputs(setup, state,
+                              itertools.islice(dataset, config.eval_max_batches or None)))
+  if not outputs:
     raise ValueError(f'The test split of config.data.name={config.data.name!r} has no '
                      'labelled frames to evaluate.')
-  return (np.concatenate(predicted), np.concatenate(keypoints),
-          np.concatenate(visible))
+  return tuple(np.concatenate([o[k] for o in outputs])
+               for k in ('predicted', 'keypoints', 'visible'))
 
 
 def mean_training_pose(source: base.VideoSource, *, frames_per_video: int = 16

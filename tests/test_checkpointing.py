@@ -12,6 +12,7 @@ import numpy as np
 
 from ppl_jax import checkpointing
 from ppl_jax import metric_writers
+from ppl_jax.evaluation import figures
 from ppl_jax import sharding
 
 
@@ -111,10 +112,11 @@ def test_draw_pose_intensity_follows_weight():
   keypoints = (2 * pixels + 1) / 32 - 1
   weights = np.array([[0, 1.0, 0.5], [1.0, 0, 0], [0.5, 0, 0]])
   out = metric_writers.draw_pose(image, keypoints, weights)
-  # Link 0-1 (w = max) is drawn opaque yellow along row 4; link 0-2 at half opacity
-  # along column 4; link 1-2 (w = 0) is absent: black at the midpoint of 1-2.
-  np.testing.assert_array_equal(out[4, 16], [255, 255, 0])
-  np.testing.assert_allclose(out[16, 4], [128, 128, 0], atol=1)
+  # Link 0-1 (w = max) is drawn opaque along row 4; link 0-2 at half opacity along
+  # column 4; link 1-2 (w = 0) is absent: black at the midpoint of 1-2.
+  link = 255 * np.array(figures.LINK_COLOR)
+  np.testing.assert_allclose(out[4, 16], link, atol=1)
+  np.testing.assert_allclose(out[16, 4], link / 2, atol=1)
   np.testing.assert_array_equal(out[16, 16], [0, 0, 0])
   assert out[4, 4].any()  # keypoint dot
 

@@ -19,6 +19,7 @@ from ppl_jax.data import dlc
 from ppl_jax.data import synthetic
 from ppl_jax.data import video
 from ppl_jax.data.errors import DataError
+from ppl_jax.evaluation import figures
 from ppl_jax.models.ppl import PPL
 from conftest import REPO
 
@@ -106,7 +107,7 @@ def test_draw_pose_link_opacity_follows_weight():
   weights = np.zeros((4, 4))
   weights[0, 1] = weights[1, 0] = 1.0     # top link, full weight
   weights[2, 3] = weights[3, 2] = 0.25    # bottom link, a quarter
-  drawn = predict.draw_pose(frame, points, weights).astype(np.float64)
+  drawn = figures.draw_pose_on_frame(frame, points, weights).astype(np.float64)
   strong, weak = drawn[10, 30], drawn[30, 30]   # link midpoints, away from the dots
   # Alpha blending over black: the colour scales with the weight.
   link = 255 * np.array([1.0, 0.15, 0.1])
