@@ -1,6 +1,7 @@
 r"""Mixed-precision check: the synthetic benchmark trained in float32 and in bfloat16.
 
-  python benchmarks/bf16_accuracy.py --json=benchmarks/results/bf16_accuracy.json
+  python benchmarks/bf16_accuracy.py --parallel --seed=0 \
+      --json=benchmarks/results/bf16_accuracy_1500_seed0.json
 
 Trains configs/synthetic.py twice with the same seed and the same number of steps, once with
 config.model.dtype=float32 and once with bfloat16 (convolutions and matmuls of the encoder
@@ -24,13 +25,15 @@ flags.DEFINE_integer('steps', 0, 'config.num_train_steps of both runs (0: the co
 flags.DEFINE_integer('seed', 0, 'config.seed of both runs.')
 flags.DEFINE_string('root', '/tmp/ppl_bf16_accuracy', 'Parent folder of the two workdirs.')
 flags.DEFINE_list('extra', [], 'More --config.x=y overrides for both runs.')
+flags.DEFINE_bool('parallel', False, 'Train both at once (times then include the sharing).')
 flags.DEFINE_string('json', '', 'Write the two records and the comparison here.')
 FLAGS = flags.FLAGS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(dtype):
+def _start(dtype):
+  """Starts the training of one dtype; returns (record without results, process)."""
   workdir = os.path.join(FLAGS.root, dtype)
   shutil.rmtree(workdir, ignore_errors=True)
   steps = [f'--config.num_train_steps={FLAGS.steps}'] if FLAGS.steps else []
@@ -39,23 +42,35 @@ def _run(dtype):
              '--config.image_summary_every_steps=0', f'--config.model.dtype={dtype}',
              *FLAGS.extra]
   print(' '.join(command[1:]), flush=True)
-  start = time.perf_counter()
-  subprocess.run(command, cwd=_REPO, check=True)
-  seconds = time.perf_counter() - start
-  with open(os.path.join(workdir, 'eval.json')) as f:
+  log = open(os.path.join(FLAGS.root, f'{dtype}.log'), 'w') if FLAGS.parallel else None
+  process = subprocess.Popen(command, cwd=_REPO, stdout=log, stderr=log)
+  return {'dtype': dtype, 'command': 'python ' + ' '.join(command[1:]), 'workdir': workdir,
+          'start': time.perf_counter()}, process
+
+
+def _finish(record, process):
+  if process.wait():
+    raise RuntimeError(f'The {record["dtype"]} run failed (exit {process.returncode}): '
+                       f'{record["command"]}')
+  record['seconds'] = time.perf_counter() - record.pop('start')
+  with open(os.path.join(record['workdir'], 'eval.json')) as f:
     results = json.load(f)
-  with open(os.path.join(workdir, 'config.json')) as f:
-    steps = json.load(f)['num_train_steps']
-  return {'dtype': dtype, 'command': 'python ' + ' '.join(command[1:]), 'seconds': seconds,
-          'steps': steps,
-          'matched_error': results['matched_error'],
-          'mean_pose_matched_error': results.get('mean_pose_matched_error'),
-          'num_frames': results['num_frames']}
+  with open(os.path.join(record['workdir'], 'config.json')) as f:
+    record['steps'] = json.load(f)['num_train_steps']
+  record.update(matched_error=results['matched_error'],
+                mean_pose_matched_error=results.get('mean_pose_matched_error'),
+                num_frames=results['num_frames'])
+  return record
 
 
 def main(argv):
   del argv
-  records = [_run('float32'), _run('bfloat16')]
+  os.makedirs(FLAGS.root, exist_ok=True)
+  if FLAGS.parallel:   # both at once; their logs go to ROOT/<dtype>.log
+    started = [_start('float32'), _start('bfloat16')]
+    records = [_finish(*run) for run in started]
+  else:
+    records = [_finish(*_start('float32')), _finish(*_start('bfloat16'))]
   f32, bf16 = (r['matched_error'] for r in records)
   relative = abs(bf16 - f32) / f32
   print(f'\nconfigs/synthetic.py, seed {FLAGS.seed}, {records[0]["steps"]} steps; min-cost-flow '

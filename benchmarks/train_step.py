@@ -4,7 +4,7 @@ r"""Train-step throughput with a roofline view, peak memory, link-heatmap share 
   python benchmarks/train_step.py --model=full --perceptual=vgg16 --random_vgg \
       --batch=8 --size=128 --steps=3 --breakdown --json=benchmarks/results/train_step_cpu_full.json
   python benchmarks/train_step.py --model=full --perceptual=vgg16 --random_vgg --batch=64 \
-      --size=256 --remat=none,decoder,perceptual,both --mode=compile     # memory, no timing
+      --size=256 --remat=none,decoder,perceptual,both,encoder,all --mode=compile   # memory only
 
 Every configuration (model x size x batch x dtype x remat) runs in a fresh subprocess, which
   1. times a large matmul (--matmul_size, f32 and bf16, median of --matmul_repeats, before and

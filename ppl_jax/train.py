@@ -297,7 +297,7 @@ def eval_outputs(setup: TrainSetup, state, batches: Iterable[Dict[str, np.ndarra
     yield {'predicted': np.asarray(out['predicted'])[valid],
            'keypoints': np.asarray(out['keypoints'])[valid],
            'visible': np.asarray(out['visible'], bool)[valid],
-           'image': np.asarray(rows['image'])[valid]}
+           'image': np.asarray(batch['image'])[valid]}
 
 
 def predict(config, setup: TrainSetup, state, source: base.VideoSource):
