@@ -292,6 +292,7 @@ def link_heatmap_seconds(batch: int, num_parts: int, size: int, thick: float,
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from benchmarks.link_heatmap import median_seconds  # pylint: disable=g-import-not-at-top
   from ppl_jax import ops  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   keypoints = jnp.asarray(rng.uniform(-0.8, 0.8, (batch, num_parts, 2)), jnp.float32)
@@ -303,7 +304,6 @@ def link_heatmap_seconds(batch: int, num_parts: int, size: int, thick: float,
 
   program = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(keypoints, weights).compile()
   jax.block_until_ready(program(keypoints, weights))
-  from benchmarks.link_heatmap import median_seconds  # pylint: disable=g-import-not-at-top
   return median_seconds(program, (keypoints, weights), repeats)
 
 
