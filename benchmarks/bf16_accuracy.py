@@ -44,6 +44,8 @@ def _start(dtype):
   print(' '.join(command[1:]), flush=True)
   log = open(os.path.join(FLAGS.root, f'{dtype}.log'), 'w') if FLAGS.parallel else None
   process = subprocess.Popen(command, cwd=_REPO, stdout=log, stderr=log)
+  if log:
+    log.close()   # the child holds its own descriptor
   return {'dtype': dtype, 'command': 'python ' + ' '.join(command[1:]), 'workdir': workdir,
           'start': time.perf_counter()}, process
 

@@ -146,7 +146,8 @@ def _markdown(rows, commands, seeds, durations):
       '2N keypoint coordinates, fitted on labelled training frames, mean L2 on test in % '
       'of the image size;',
       '- **occlusion**: iterative inference (4 iterations) on masked test frames, the '
-      'matched error (assignment fixed on clean frames) at iteration 0 and 4;',
+      'matched error (assignment fixed on clean frames) at the first and the last '
+      'iteration (0 and 3);',
       '- **edges**: learned connectivity against the true skeleton after matching.', '',
       f'Mean ± std over seeds {", ".join(seeds)} where there is more than one.', '',
       '| method | matched | regression | RandomMasking 0.3: first → last iteration | '
