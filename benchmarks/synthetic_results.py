@@ -1,6 +1,6 @@
 """Results on the embedded synthetic benchmark: writes RESULTS.md.
 
-  python benchmarks/synthetic_results.py                 # the full table (~1 h on 2 CPU cores)
+  python benchmarks/synthetic_results.py                 # the full table (~1.5 h on 2 CPU cores)
   python benchmarks/synthetic_results.py --seeds=0,1 --root=workdir/results --out=RESULTS.md
 
 For every seed it trains, each in its own `python -m ppl_jax.main` subprocess (the exact
@@ -8,7 +8,9 @@ command lines go into RESULTS.md):
   - PPL: configs/synthetic.py, the README's default run;
   - no memory (AutoLink-like): the same config with a random, trainable keypoint prior
     instead of the memory-distilled one (Table 3 column 9, `variant=rand_train-rand_train`);
-and evaluates both with `ppl_jax.evaluate` (both protocols, the occlusion sweeps with
+  - PPL with the paper's reconstruction context (another frame of the video) in place of
+    the default's release context (the frame itself, 80% of its blocks masked);
+and evaluates each with `ppl_jax.evaluate` (both protocols, the occlusion sweeps with
 iterative inference, prior quality), plus an untrained PPL (the initial state of the
 same seed) and the mean-training-pose baseline. A run whose workdir already holds its
 final checkpoint is evaluated again without retraining (`--retrain` forces it).
@@ -50,6 +52,9 @@ PAPER_SETTINGS = ('--config.model.affine_anchor=identity', '--config.model.thick
 METHODS = (  # (key, name, config argument, extra overrides)
     ('ppl', 'PPL (memory prior)', CONFIG, ()),
     ('no_memory', 'no memory (AutoLink-like)', CONFIG + ':variant=rand_train-rand_train', ()),
+    # The paper's reconstruction context in place of the release's masked frame.
+    ('ppl_reference_frame', 'PPL, paper context (reference frame)', CONFIG,
+     ('--config.model.context=reference_frame',)),
 )
 PAPER_METHOD = ('paper_settings', 'PPL, paper head/link/W settings', CONFIG, PAPER_SETTINGS)
 RANDOM_KEY, CENTER_KEY = 'random_0.3', 'center_8'

@@ -397,6 +397,20 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
   return report
 
 
+def _reference_keep(config):
+  """None, or for 'masked_self' models fn(batch_index, batch_size) -> keep masks
+  [B, H, W]: the decoder's training context (I with blocks zeroed), seeded per batch."""
+  if config.model.context != 'masked_self':
+    return None
+
+  def keep(batch_index, batch_size):
+    rng = np.random.default_rng((config.seed, batch_index))
+    return np.stack([input_pipeline.block_mask(config.data.image_size, config.model.mask_block,
+                                               config.model.mask_ratio, rng)
+                     for _ in range(batch_size)])
+  return keep
+
+
 def _occlusion(restored, source, test, assignment, connectivity, max_frames,
                num_iterations, figure) -> Dict[str, Any]:
   """The two sweeps, their error-vs-iteration figures and one occlusion strip each."""
@@ -408,9 +422,11 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
                  for r in (0.0,) + occlusion.PAPER_MASK_RATIOS],
       'center': [occlusion.CenterMasking(s) for s in occlusion.PAPER_MASK_SIZES],
   }
+  reference_keep = _reference_keep(config)
   swept = iterative.occlusion_sweep(
       infer, restored.variables, eval_batches(config, source, max_frames),
-      [m for ms in sweeps.values() for m in ms], assignment=assignment)
+      [m for ms in sweeps.values() for m in ms], assignment=assignment,
+      reference_keep=reference_keep)
   results = {name: _entry(result, split='test', step=step,
                           assignment_from='matched_error (clean test frames)')
              for name, result in swept.items()}
@@ -426,7 +442,8 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
   batch = next(eval_batches(config, source, 1))
   for masking in STRIP_MASKINGS:
     masked = masking(np.asarray(batch['image']), 0)
-    out = jax.device_get(infer(restored.variables, masked))
+    keep = None if reference_keep is None else reference_keep(0, len(masked))
+    out = jax.device_get(infer(restored.variables, masked, keep))
     inputs = np.concatenate([masked[None, 0], np.asarray(out['recon'])[:-1, 0]])
     figures.save_occlusion_strip(
         inputs, np.asarray(out['keypoints'])[:, 0], connectivity,

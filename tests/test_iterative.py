@@ -39,6 +39,15 @@ def _tiny_model_and_variables():
   return model, jax.tree_util.tree_map_with_path(fill, shapes)
 
 
+def _model_steps(model, variables):
+  """The jitted (estimate, recall, render_and_decode) an iteration is made of."""
+  estimate = jax.jit(lambda x: model.apply(variables, x, train=False, method=model.estimate))
+  recall = jax.jit(lambda k: model.apply(variables, k, method=model.recall))
+  decode = jax.jit(lambda ref, k: model.apply(variables, ref, k, train=False,
+                                              method=model.render_and_decode))
+  return estimate, recall, decode
+
+
 @pytest.fixture(scope='module')
 def tiny():
   return _tiny_model_and_variables()
@@ -53,10 +62,7 @@ def test_iterations_follow_the_paper(tiny):
   assert outputs['recon'].shape == (4, 2, 32, 32, 3)
   assert outputs['heatmap'].shape == (4, 2, 32, 32)
 
-  estimate = jax.jit(lambda x: model.apply(variables, x, train=False, method=model.estimate))
-  recall = jax.jit(lambda k: model.apply(variables, k, method=model.recall))
-  decode = jax.jit(lambda ref, k: model.apply(variables, ref, k, train=False,
-                                              method=model.render_and_decode))
+  estimate, recall, decode = _model_steps(model, variables)
   current = image
   for t in range(4):
     keypoints, _ = estimate(current)
@@ -79,8 +85,9 @@ def test_occlusion_sweep_hand_computed():
   ground_truth = np.array([[[0.0, 0.0], [0.5, 0.5]]])        # one frame, two joints
   offsets = np.array([0.0, 0.1, 0.2])                        # per iteration, in x
 
-  def infer(variables, images):
+  def infer(variables, images, reference_keep):
     del variables
+    assert reference_keep is None
     # Two detected keypoints at the joints (swapped order), shifted by the offset of the
     # iteration, plus the fraction of masked (zero) pixels so maskings differ.
     masked = float((np.asarray(images) == 0).all(axis=-1).mean())
@@ -99,3 +106,42 @@ def test_occlusion_sweep_hand_computed():
   np.testing.assert_allclose(clean.details['per_iteration'], [0.0, 5.0, 10.0], atol=1e-9)
   np.testing.assert_allclose(centre.details['per_iteration'], [12.5, 17.5, 22.5], atol=1e-9)
   assert clean.value == pytest.approx(10.0)
+
+
+def test_occlusion_sweep_passes_the_reference_mask_of_each_batch():
+  ground_truth = np.zeros((2, 1, 2))
+  seen = []
+
+  def infer(variables, images, reference_keep):
+    del variables
+    seen.append(reference_keep)
+    # Keypoints off by the kept fraction of the reference, so the mask shows in the error.
+    return {'keypoints': np.full((1,) + images.shape[:1] + (1, 2), 0.0)
+                         + np.array([reference_keep.mean(), 0.0])}
+
+  batches = [{'image': np.ones((2, 32, 32, 3), np.float32), 'keypoints': ground_truth,
+              'visible': np.ones((2, 1), bool)}] * 2
+  keeps = {0: np.full((2, 32, 32), 0.25), 1: np.full((2, 32, 32), 0.75)}
+  results = iterative.occlusion_sweep(
+      infer, None, batches, [occlusion.CenterMasking(0)], assignment=np.array([0]),
+      reference_keep=lambda index, size: keeps[index][:size])
+  assert [k.mean() for k in seen] == [0.25, 0.75]
+  # Mean over 4 frames of 0.25 and 0.75 -> 0.5 in [-1, 1] units -> x 50.
+  np.testing.assert_allclose(results['center_0'].details['per_iteration'], [25.0])
+
+
+def test_masked_reference_is_the_frame_under_the_keep_mask(tiny):
+  model, variables = tiny
+  rng = np.random.default_rng(2)
+  image = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  keep = jnp.asarray(rng.uniform(size=(2, 32, 32)) < 0.2, jnp.float32)
+  outputs = iterative.make_iterative_inference(model, num_iterations=2)(variables, image, keep)
+  estimate, recall, decode = _model_steps(model, variables)
+  current = image
+  for t in range(2):
+    keypoints_recon = recall(estimate(current)[0])
+    recon, _ = decode(np.asarray(image) * np.asarray(keep)[..., None], keypoints_recon)
+    np.testing.assert_allclose(outputs['recon'][t], recon, atol=1e-4)
+    current = recon
+  unmasked = iterative.make_iterative_inference(model, num_iterations=1)(variables, image)
+  assert np.abs(np.asarray(unmasked['recon'][0] - outputs['recon'][0])).max() > 1e-3

@@ -4,15 +4,17 @@ Iteration 0 takes the (possibly occluded) frame I as input; every iteration
   T'        = estimate(input)                 keypoints of this iteration
   T'_recon  = recall(T')                      through the hierarchical memory
   I_recon   = decode(I, render(T'_recon))     reference = the original frame I
-and I_recon is the next iteration's input. The keypoints of every iteration are
-returned (the paper reports all of them, Figs. 6-7, with 4 iterations).
+and I_recon is the next iteration's input. The keypoints of every iteration are returned
+(the paper reports all of them, Figs. 6-7, with 4 iterations). A model trained with the
+release's 'masked_self' context only ever saw block-masked references, so its reference is
+the original frame I under a fixed block mask (`reference_keep`, the same every iteration).
 
 `occlusion_sweep` runs it over an evaluation split under several maskings and
 gives the error per iteration with a fixed keypoint -> joint assignment (from the
 min-cost-flow matching on unoccluded frames), as in Figs. 6-7.
 """
 
-from typing import Callable, Dict, Iterable, Mapping, Sequence
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +26,11 @@ FIXED_MATCHING_PROTOCOL = 'matched_l2_fixed_assignment'
 
 
 def make_iterative_inference(model, *, num_iterations: int = 4) -> Callable:
-  """Jitted fn(variables, image) -> dict of per-iteration outputs (eval mode).
+  """Jitted fn(variables, image, reference_keep=None) -> dict of per-iteration outputs
+  (eval mode).
 
-  image: [B, H, W, 3] in [-1, 1]. Returns, stacked over iterations first:
+  image: [B, H, W, 3] in [-1, 1]; reference_keep: None or [B, H, W] (1 keep, 0 zero),
+  applied to the reference I (masked_self models). Returns, stacked over iterations first:
   'keypoints' T' [iters, B, N, 2], 'keypoints_recon' T'_recon [iters, B, N, 2],
   'recon' I_recon [iters, B, H, W, 3] (recon[t] is iteration t + 1's input),
   'heatmap' S [iters, B, H, W].
@@ -34,11 +38,13 @@ def make_iterative_inference(model, *, num_iterations: int = 4) -> Callable:
   if num_iterations < 1:
     raise ValueError(f'num_iterations must be >= 1, got {num_iterations}.')
 
-  def run(variables, image):
+  def run(variables, image, reference_keep=None):
+    reference = image if reference_keep is None else image * reference_keep[..., None]
+
     def iteration(current, _):
       keypoints, _ = model.apply(variables, current, train=False, method=model.estimate)
       keypoints_recon = model.apply(variables, keypoints, method=model.recall)
-      recon, heatmap = model.apply(variables, image, keypoints_recon, train=False,
+      recon, heatmap = model.apply(variables, reference, keypoints_recon, train=False,
                                    method=model.render_and_decode)
       outputs = {'keypoints': keypoints, 'keypoints_recon': keypoints_recon,
                  'recon': recon, 'heatmap': heatmap}
@@ -75,7 +81,8 @@ def fixed_assignment_errors(keypoints: np.ndarray, ground_truth: np.ndarray,
 
 
 def occlusion_sweep(infer: Callable, variables, batches: Iterable[Mapping[str, np.ndarray]],
-                    maskings: Sequence[Callable], *, assignment: np.ndarray
+                    maskings: Sequence[Callable], *, assignment: np.ndarray,
+                    reference_keep: Optional[Callable[[int, int], np.ndarray]] = None
                     ) -> Dict[str, ProtocolResult]:
   """Error per iteration under each masking, one pass over the evaluation batches.
 
@@ -83,7 +90,8 @@ def occlusion_sweep(infer: Callable, variables, batches: Iterable[Mapping[str, n
   'keypoints' [B, G, 2] in [-1, 1], 'visible' [B, G] and optionally 'valid' [B]
   (padding), as `input_pipeline.create_eval_dataset` yields; maskings: objects with a
   `name` called as masking(images, batch_index) (`occlusion.RandomMasking`,
-  `CenterMasking`); assignment: int [G] from the matching on unoccluded frames.
+  `CenterMasking`); assignment: int [G] from the matching on unoccluded frames;
+  reference_keep: None, or fn(batch_index, batch_size) -> [B, H, W] for `infer`.
   Returns {masking.name: result} with value = error of the last iteration and
   details['per_iteration'] [iters], all in units of the image size x 100.
   """
@@ -93,9 +101,10 @@ def occlusion_sweep(infer: Callable, variables, batches: Iterable[Mapping[str, n
     valid = np.asarray(batch.get('valid', np.ones(len(batch['image']), bool)), bool)
     visible = np.asarray(batch['visible'], bool) & valid[:, None]
     num_labels += int(visible.sum())
+    keep = None if reference_keep is None else reference_keep(batch_index, len(valid))
     for masking in maskings:
       images = masking(np.asarray(batch['image']), batch_index)
-      keypoints = np.asarray(infer(variables, jnp.asarray(images))['keypoints'])
+      keypoints = np.asarray(infer(variables, jnp.asarray(images), keep)['keypoints'])
       totals[masking.name] = totals[masking.name] + fixed_assignment_errors(
           keypoints, batch['keypoints'], visible, assignment)
   if num_labels == 0:
