@@ -154,6 +154,11 @@ def _markdown(rows, commands, seeds, durations):
       'matched error (assignment fixed on clean frames) at the first and the last '
       'iteration (0 and 3);',
       '- **edges**: learned connectivity against the true skeleton after matching.', '',
+      'PPL is `configs/synthetic.py`, which reconstructs I from I itself with 80% of its '
+      '8 px blocks masked (the release\'s context); "paper context" reconstructs it from '
+      'another frame of the same video (the paper\'s). Iterative inference gives a '
+      'masked-context model the original frame under such a block mask as its reference.',
+      '',
       f'Mean ± std over seeds {", ".join(seeds)} where there is more than one.', '',
       '| method | matched | regression | RandomMasking 0.3: first → last iteration | '
       'CenterMasking 8x8: first → last iteration | edge precision / recall |',
