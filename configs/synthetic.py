@@ -35,8 +35,8 @@ def get_config(arg=None):
   # The release's reconstruction context (the frame itself, 80% of 8 px blocks zeroed;
   # AutoLink's 16 px at 128 px) instead of the paper's other frame of the video: with it
   # the keypoints reach the arms, matched error 5.98 against 14.92 (seed 0, 1500 steps).
-  # Not on every seed: seed 1 drops the arms, 15.86 against 9.57. RESULTS.md reports both
-  # contexts over seeds 0 and 1.
+  # Not on every seed: seed 1 drops the arms, 15.86 against 9.57 (seed 2: 11.98 against
+  # 15.18). RESULTS.md reports both contexts over seeds 0, 1 and 2.
   config.model.context = 'masked_self'
   config.model.mask_block = 8
 
