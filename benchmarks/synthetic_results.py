@@ -155,8 +155,8 @@ def _markdown(rows, commands, seeds, durations):
       '# Results on the synthetic benchmark', '',
       f'Written by `python benchmarks/synthetic_results.py --seeds={",".join(seeds)}'
       + (' --reuse_reports' if FLAGS.reuse_reports else '') + '` '
-      f'on {time.strftime("%Y-%m-%d")}; every number below is read from the '
-      '`eval/report.json` files it wrote. Test split: the 8 held-out synthetic videos '
+      f'on {time.strftime("%Y-%m-%d")}; every number below is read from the runs\' '
+      '`eval/report.json` files. Test split: the 8 held-out synthetic videos '
       '(32 frames each, figures and backgrounds never seen in training).', '',
       'Protocols (SPEC section 4):',
       '- **matched**: min-cost-flow matching of the N=16 keypoints to the 15 joints on '
@@ -236,8 +236,8 @@ def main(argv):
       command, seconds = _train(config_arg, overrides, workdir, int(seed))
       commands.append(command)
       durations.append(seconds)
-      report = _report(workdir, lambda w=workdir: evaluate.evaluate(
-          w, max_eval_frames=FLAGS.max_eval_frames))
+      report = _report(workdir, lambda: evaluate.evaluate(
+          workdir, max_eval_frames=FLAGS.max_eval_frames))
       rows[key].append(_row(report))
       print(f'{key} seed {seed}: matched {rows[key][-1]["matched"]:.2f}', flush=True)
       if key == 'ppl' and seed == FLAGS.seeds[0] and FLAGS.figures:
