@@ -360,7 +360,7 @@ def pipeline_frames_per_s(config, *, workers: int, batches: int) -> float:
   from ppl_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = copy.deepcopy(config)
   config.data.num_workers = workers
-  source = input_pipeline.build_source(config.data, 'train', seed=0)
+  source = input_pipeline.build_source(config.data, 'train')
   iterator = iter(input_pipeline.create_train_dataset(config, source, seed=0))
   next(iterator)  # worker start-up, caches
   start = time.perf_counter()

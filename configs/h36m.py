@@ -7,8 +7,9 @@ Arguments after a colon:
   size=256 | 128        paper 256 (PPL 2.56), release 128 (PPL 1.92)
   variant=1..11 | name  Table 3 prior variant (ppl_jax.config.TABLE3_VARIANTS,
                         VARIANT_NAMES; default = column 11, prior from memory)
-  release=true          the PyTorch release's settings: VGG16, lr 1e-4, 20k steps,
-                        thick 7.5e-5, masked-self context
+  release=true          the PyTorch release's settings: VGG16, lr 1e-4 (W: 512x), 20k
+                        steps, thick 7.5e-5, masked-self context (16 x 16 blocks, each
+                        dropped with p 0.8), boundary loss averaged over x and y, no L_l
   tiny=true             a few-second smoke run on the synthetic data
 """
 
@@ -35,6 +36,9 @@ def get_config(arg=None):
     config.model.thick = 7.5e-5
     config.model.context = 'masked_self'
     config.optim.learning_rate = 1e-4
+    config.optim.connectivity_lr_multiplier = 512.0   # the release's W step, 512 * 1e-4
+    config.loss.boundary_weight = 0.5   # the release averages over x and y
+    config.loss.link_weight = 0.0       # off in the release
     config.num_train_steps = 20_000
   if arg.tiny:
     config.data.name = 'synthetic'

@@ -32,13 +32,12 @@ def get_config(arg=None):
   config.model.prior_template = 'quadruped10' if arg.kind == 'quadruped' else 'human16'
   config_lib.use_cpu_sized_model(config)
   config_lib.apply_prior_variant(config, arg.variant)
-  # The release's reconstruction context (the frame itself, 80% of 8 px blocks zeroed;
-  # AutoLink's 16 px at 128 px) instead of the paper's other frame of the video: with it
-  # the keypoints reach the arms, matched error 5.98 against 14.92 (seed 0, 1500 steps).
-  # Not on every seed: seed 1 drops the arms, 15.86 against 9.57 (seed 2: 11.98 against
-  # 15.18). RESULTS.md reports both contexts over seeds 0, 1 and 2.
+  # The release's reconstruction context (the frame itself with 80% of its blocks zeroed)
+  # instead of the paper's other frame of the video, on a coarser grid than the release's
+  # (8 x 8 blocks of 8 px; the release has 16 x 16, 8 px blocks at 128 px).
   config.model.context = 'masked_self'
-  config.model.mask_block = 8
+  config.model.mask_grid = 8
+  config.model.mask_sampling = 'exact'
 
   config.batch_size = 16
   config.num_train_steps = 1500

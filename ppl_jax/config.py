@@ -80,20 +80,26 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.prefetch_buffer_size = 2
   config.data.on_bad_video = 'error'  # error | warn (skip and count)
   config.data.video_cache_frames = 16  # decoded frames kept per video file (custom videos)
+  # Foreground masks for loss.foreground_weight: |I - median background| > threshold
+  # (max over channels, [0, 1] units); the median is over background_frames frames a video.
+  config.data.foreground_threshold = 0.1
+  config.data.background_frames = 32
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.kind = 'humanoid'       # humanoid | quadruped
   config.data.synthetic.num_train_videos = 64
   config.data.synthetic.num_test_videos = 8
   config.data.synthetic.frames_per_video = 64
   config.data.synthetic.render_size = 128
+  config.data.synthetic.seed = 0      # the videos' seed (config.seed seeds the training only)
 
   # --- model ------------------------------------------------------------
   config.model = ml_collections.ConfigDict()
   config.model.num_parts = 16         # N keypoints
   config.model.thick = 5e-4           # link heatmap width (paper sigma^2)
   config.model.context = 'reference_frame'  # reference_frame | masked_self
-  config.model.mask_block = 16        # masked_self: block side in pixels
-  config.model.mask_ratio = 0.8       # masked_self: fraction of blocks zeroed
+  config.model.mask_grid = 16         # masked_self: blocks per side (release `block=16`)
+  config.model.mask_ratio = 0.8       # masked_self: probability a block is zeroed
+  config.model.mask_sampling = 'bernoulli'  # each block independently (release) | 'exact' count
   config.model.encoder_channels = (64, 128, 256, 512)
   config.model.encoder_out_channels = 128
   config.model.decoder_channels = (64, 128, 256, 512, 512)
@@ -132,10 +138,15 @@ def default_config() -> ml_collections.ConfigDict:
   config.loss.perceptual_weight = 1.0
   config.loss.pixel = 'none'          # none | l1 | mse | ssim | l1_ssim
   config.loss.pixel_weight = 1.0
-  config.loss.boundary_weight = 1.0
-  config.loss.link_weight = 0.0       # paper eq. 5; the release leaves it off
+  config.loss.boundary_weight = 1.0   # paper eq. 5 sums over x and y; the release's mean is 0.5
+  config.loss.link_weight = 1.0       # paper eq. 5 ("all the four losses"); the release: 0
   config.loss.keypoint_recon_weight = 100.0  # release: 100 * MSE on points
   config.loss.commitment_weight = 1.0
+  # Ours, off in the paper's method: pull each foreground pixel's nearest keypoint towards
+  # it (k-means on the moving figure, objective.foreground_loss), weight falling linearly to
+  # 0 at foreground_anneal_steps (0: constant).
+  config.loss.foreground_weight = 0.0
+  config.loss.foreground_anneal_steps = 0
 
   # --- optimisation -----------------------------------------------------
   config.optim = ml_collections.ConfigDict()
@@ -143,7 +154,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = 1e-3
   config.optim.weight_decay = 0.0     # adamw only
   config.optim.eps = 1e-8             # Adam's epsilon
-  config.optim.connectivity_lr_multiplier = 512.0
+  # W's logits step lr * multiplier: 1e-3 * 51.2 = the release's 1e-4 * 512 (it stores
+  # logits / 512 and multiplies by 512 inside the softplus). 512 at the paper's lr 1e-3 made
+  # W's logits move 10x faster than the release's, and W collapsed.
+  config.optim.connectivity_lr_multiplier = 51.2
   config.optim.grad_clip_norm = 0.0   # 0 = no clipping
   config.optim.schedule = 'constant'  # constant | cosine | warmup_cosine
   config.optim.warmup_steps = 0
@@ -245,7 +259,7 @@ def make_tiny(config: ml_collections.ConfigDict) -> None:
   config.data.synthetic.frames_per_video = 8
   config.data.synthetic.render_size = 64  # the synthetic renderer's minimum
   config.data.num_workers = 0
-  config.model.mask_block = 8
+  config.model.mask_grid = 4
   config.model.encoder_channels = (4, 8, 8, 8)
   config.model.encoder_out_channels = 8
   config.model.decoder_channels = (4, 8, 8, 8, 8)
@@ -307,6 +321,7 @@ def use_cpu_sized_model(config: ml_collections.ConfigDict) -> None:
   m.mixer_dec_dim = 32
   config.loss.perceptual = 'none'
   config.loss.pixel = 'l1_ssim'
+  config.loss.link_weight = 0.0   # the release's: L_l's gradient only lowers W
   config.optim.learning_rate = 1e-3
 
 
@@ -360,7 +375,9 @@ def validate(config: ml_collections.ConfigDict, *,
   _check(max_gap == 0 or max_gap >= gap, 'data.max_frame_gap', max_gap,
          f'must be 0 (no bound) or >= data.min_frame_gap = {gap}')
   _choice(config, 'data.on_bad_video', ('error', 'warn'))
-  _positive(config, 'data.video_cache_frames')
+  _positive(config, 'data.video_cache_frames', 'data.background_frames')
+  _check(0.0 < config.data.foreground_threshold < 1.0, 'data.foreground_threshold',
+         config.data.foreground_threshold, 'must be in (0, 1)')
   if config.data.name == 'synthetic':
     _choice(config, 'data.synthetic.kind', ('humanoid', 'quadruped'))
     _positive(config, 'data.synthetic.num_train_videos',
@@ -380,7 +397,7 @@ def validate(config: ml_collections.ConfigDict, *,
            'does not exist')
 
   # Model.
-  _positive(config, 'model.num_parts', 'model.thick', 'model.mask_block',
+  _positive(config, 'model.num_parts', 'model.thick', 'model.mask_grid',
             'model.encoder_out_channels', 'model.embed_dim',
             'model.point_embed_dim',
             'model.memory_banks', 'model.memory_tokens', 'model.memory_dim',
@@ -394,9 +411,10 @@ def validate(config: ml_collections.ConfigDict, *,
   _check(config.model.affine_init_std >= 0, 'model.affine_init_std',
          config.model.affine_init_std, 'must be >= 0')
   if config.model.context == 'masked_self':
-    _check(size % config.model.mask_block == 0, 'model.mask_block',
-           config.model.mask_block,
-           f'must divide data.image_size = {size}')
+    _check(size % config.model.mask_grid == 0, 'model.mask_grid',
+           config.model.mask_grid,
+           f'must divide data.image_size = {size} (it is the number of blocks per side)')
+    _choice(config, 'model.mask_sampling', ('bernoulli', 'exact'))
   ratio = config.model.mask_ratio
   _check(0.0 <= ratio <= 1.0, 'model.mask_ratio', ratio, 'must be in [0, 1]')
   decay = config.model.memory_decay
@@ -422,7 +440,7 @@ def validate(config: ml_collections.ConfigDict, *,
   _positive(config, 'loss.perceptual_weight', 'loss.pixel_weight',
             'loss.boundary_weight', 'loss.link_weight',
             'loss.keypoint_recon_weight', 'loss.commitment_weight',
-            allow_zero=True)
+            'loss.foreground_weight', 'loss.foreground_anneal_steps', allow_zero=True)
   if config.loss.perceptual != 'none':
     weights = config.loss.vgg_weights
     if not weights:

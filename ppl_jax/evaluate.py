@@ -16,6 +16,12 @@ which training writes; --config=configs/x.py overrides it) and writes DIR/eval/:
                 - prior_edges: connectivity edge precision / recall against the
                   source's ground-truth skeleton (when it has one)
                 - prior_drift: movement of T and W between the kept checkpoints
+                - part_coverage: joints with one keypoint within 3% of the image
+                  side on >= 80% of test frames (`evaluation.discovery`)
+                - heatmap_reliance: L1 of the reconstruction with S zeroed over
+                  with S, minus 1, on test frames with training-style references
+                - provenance / training_provenance: git commit and package versions
+                  of this evaluation and of the training (WORKDIR/provenance.json)
   report.md     a short summary embedding the figures
   figures/*.png pose overlays, learned prior, occlusion strips, error against
                 iteration for both sweeps, prior evolution over the kept checkpoints.
@@ -49,10 +55,12 @@ import orbax.checkpoint as ocp
 
 from ppl_jax import config as config_lib
 from ppl_jax import input_pipeline
+from ppl_jax import provenance
 from ppl_jax import sharding
 from ppl_jax import train
 from ppl_jax.data import base
 from ppl_jax.data.errors import DataError
+from ppl_jax.evaluation import discovery
 from ppl_jax.evaluation import figures
 from ppl_jax.evaluation import iterative
 from ppl_jax.evaluation import matching
@@ -230,7 +238,7 @@ def predict_split(restored: Restored, split: str, max_frames: int = 0, *,
   """Runs the jitted eval step on the labelled frames of `split` (or `source`)."""
   config, setup = restored.config, restored.setup
   if source is None:
-    source = input_pipeline.build_source(config.data, split, seed=config.seed)
+    source = input_pipeline.build_source(config.data, split)
   predicted, keypoints, visible, images = [], [], [], []
   for out in train.eval_outputs(setup, restored.state, eval_batches(config, source, max_frames)):
     predicted.append(out['predicted'])
@@ -297,7 +305,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
     return os.path.join(out_dir, figure_paths[name])
 
   # Clean test frames: matched error (fixes the assignment for everything else).
-  test_source = input_pipeline.build_source(config.data, 'test', seed=config.seed)
+  test_source = input_pipeline.build_source(config.data, 'test')
   test = predict_split(restored, 'test', max_eval_frames, source=test_source)
   match = _matched(test.predicted, test.keypoints, test.visible)
   results['matched_error'] = jsonable({
@@ -306,7 +314,21 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
       'num_frames': len(test.predicted), 'num_labels': match.num_labels,
       'details': {'assignment': match.assignment, 'per_joint': 100 * match.per_joint}})
 
-  train_source = input_pipeline.build_source(config.data, 'train', seed=config.seed)
+  coverage = discovery.part_coverage(test.predicted / 2, test.keypoints / 2, test.visible)
+  results['part_coverage'] = jsonable({
+      'protocol': 'part_coverage', 'value': coverage.num_covered,
+      'units': f'joints of {len(coverage.covered)} with a keypoint within '
+               f'{discovery.COVERAGE_RADIUS:g} of the image side on >= '
+               f'{discovery.COVERAGE_MIN_FRACTION:g} of test frames',
+      'split': 'test', 'checkpoint_step': step,
+      'details': {'covered': coverage.covered, 'best_fraction': coverage.best_fraction,
+                  'keypoint': coverage.keypoint}})
+  results['heatmap_reliance'] = jsonable({
+      'protocol': 'heatmap_reliance', 'value': _heatmap_reliance(restored, test_source),
+      'units': 'L1(recon with S = 0) / L1(recon) - 1', 'split': 'test',
+      'checkpoint_step': step})
+
+  train_source = input_pipeline.build_source(config.data, 'train')
   try:
     mean_pose = train.mean_training_pose(train_source)
   except ValueError as e:  # a training split without labels
@@ -386,7 +408,13 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
                                       connectivity, max_eval_frames, num_iterations,
                                       figure)
 
+  training_provenance = None
+  provenance_path = os.path.join(restored.workdir, 'provenance.json')
+  if os.path.isfile(provenance_path):
+    with open(provenance_path) as f:
+      training_provenance = json.load(f)
   report = {'workdir': os.path.abspath(restored.workdir), 'dataset': config.data.name,
+            'provenance': provenance.current(), 'training_provenance': training_provenance,
             'checkpoint_step': step, 'kept_steps': restored.steps,
             'num_parts': config.model.num_parts, 'results': results,
             'figures': figure_paths}
@@ -397,6 +425,34 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
   return report
 
 
+def _heatmap_reliance(restored: Restored, source: base.VideoSource,
+                      max_frames: int = 64) -> float:
+  """`discovery.heatmap_reliance` on the first `max_frames` labelled test frames, each with
+  the reference the decoder had in training: the frame under a block mask ('masked_self')
+  or the frame min_frame_gap later (earlier at a video's end)."""
+  config = restored.config
+  keep_fn = _reference_keep(config)
+  images, references = [], []
+  for index, batch in enumerate(eval_batches(config, source, max_frames)):
+    valid = np.asarray(batch['valid'], bool)
+    image = np.asarray(batch['image'])[valid]
+    if keep_fn is not None:
+      reference = image * keep_fn(index, len(image))[..., None]
+    else:
+      gap = max(1, config.data.min_frame_gap)
+      frames = []
+      for video, t in zip(batch['video'][valid], batch['frame'][valid]):
+        n = source.num_frames(int(video))
+        t_ref = t + gap if t + gap < n else max(0, t - gap)
+        frames.append(input_pipeline.to_float(input_pipeline.resize_uint8(
+            source.frame(int(video), int(t_ref)), config.data.image_size)))
+      reference = np.stack(frames)
+    images.append(image)
+    references.append(reference)
+  return discovery.heatmap_reliance(restored.setup.model, restored.variables,
+                                    np.concatenate(images), np.concatenate(references))
+
+
 def _reference_keep(config):
   """None, or for 'masked_self' models fn(batch_index, batch_size) -> keep masks
   [B, H, W]: the decoder's training context (I with blocks zeroed), seeded per batch."""
@@ -405,9 +461,9 @@ def _reference_keep(config):
 
   def keep(batch_index, batch_size):
     rng = np.random.default_rng((config.seed, batch_index))
-    return np.stack([input_pipeline.block_mask(config.data.image_size, config.model.mask_block,
-                                               config.model.mask_ratio, rng)
-                     for _ in range(batch_size)])
+    return np.stack([input_pipeline.block_mask(
+        config.data.image_size, config.model.mask_grid, config.model.mask_ratio, rng,
+        sampling=config.model.mask_sampling) for _ in range(batch_size)])
   return keep
 
 
@@ -467,7 +523,8 @@ def _markdown(report: Dict[str, Any]) -> str:
            f'N = {report["num_parts"]} keypoints. All numbers are in `report.json` '
            'with their protocol, units and split.', '',
            '| result | protocol | split | value | units |', '|---|---|---|---|---|']
-  rows = [(k, results[k]) for k in ('matched_error', 'mean_pose_baseline', 'regression',
+  rows = [(k, results[k]) for k in ('matched_error', 'mean_pose_baseline', 'part_coverage',
+                                    'heatmap_reliance', 'regression',
                                     'prior_edges')]
   if 'skipped' not in results['occlusion']:
     rows += [(f'occlusion {k} (last iteration)', v)

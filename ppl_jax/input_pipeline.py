@@ -2,8 +2,8 @@
 
 Training elements are pairs (I, I_ref) of one video (SPEC 1.5): I_ref is another frame
 of the same video at a frame gap in [min_frame_gap, max_frame_gap], or, with
-`config.model.context == 'masked_self'`, I itself with a fraction of square blocks
-zeroed. Both images are resized to `config.data.image_size` squares, optionally flipped
+`config.model.context == 'masked_self'`, I itself cut into mask_grid x mask_grid blocks,
+a fraction of them zeroed. Both images are resized to `config.data.image_size` squares, optionally flipped
 together, and normalised to float32 [-1, 1]. All randomness (shuffle, reference frame,
 flip, mask) derives from the seed and the element's position in the repeated stream, so
 the stream is reproducible and its iterator state (`get_state()` / `set_state()`, or
@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from ppl_jax.data import background as background_lib
 from ppl_jax.data import base
 
 # Decoding and resizing (Pillow) release the GIL, so a few reader threads per process
@@ -32,8 +33,7 @@ _SOURCE_NAMES = ('synthetic', 'h36m', 'taichi', 'custom')
 SPLITS = ('train', 'test', 'train_eval')
 
 
-def build_source(data_config: ml_collections.ConfigDict, split: str, *,
-                 seed: int = 0) -> base.VideoSource:
+def build_source(data_config: ml_collections.ConfigDict, split: str) -> base.VideoSource:
   """The `VideoSource` named by `data_config.name` for `split` (one of `SPLITS`).
 
   With `data_config.data_dir` set, reads the ArrayRecord files written by
@@ -51,8 +51,7 @@ def build_source(data_config: ml_collections.ConfigDict, split: str, *,
     return tfds_builders.PreparedSource(data_config.data_dir, name, split)
   if name == 'synthetic':
     from ppl_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    return synthetic.from_config(data_config, 'train' if split == 'train_eval' else split,
-                                 seed=seed)
+    return synthetic.from_config(data_config, 'train' if split == 'train_eval' else split)
   root = data_config.get('root', '')
   if not root:
     raise ValueError(
@@ -180,23 +179,32 @@ def to_float(image: np.ndarray) -> np.ndarray:
   return image.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
 
-def block_mask(size: int, block: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
-  """float32 [size, size]: 0 on round(ratio * #blocks) random block x block squares, else 1.
+def block_mask(size: int, grid: int, ratio: float, rng: np.random.Generator, *,
+               sampling: str = 'bernoulli') -> np.ndarray:
+  """float32 [size, size]: the image cut into grid x grid square blocks, 0 on dropped ones, else 1.
 
-  Blocks tile the image from the top-left; edge blocks are cropped when `block` does not
-  divide `size`. The count is exact (not Bernoulli) so the masked fraction is fixed.
+  `grid` (blocks per side, the release's `block`) must divide `size`. 'bernoulli' (the
+  release) drops each block independently with probability `ratio`; 'exact' drops
+  round(ratio * grid^2) blocks, so the masked fraction is fixed.
   """
-  per_side = -(-size // block)
-  num_blocks = per_side * per_side
-  num_masked = int(round(ratio * num_blocks))
-  keep = np.ones(num_blocks, np.float32)
-  keep[rng.choice(num_blocks, size=num_masked, replace=False)] = 0.0
-  keep = keep.reshape(per_side, per_side)
-  return np.repeat(np.repeat(keep, block, axis=0), block, axis=1)[:size, :size]
+  if size % grid:
+    raise ValueError(f'config.model.mask_grid={grid} must divide the image side {size}.')
+  num_blocks = grid * grid
+  if sampling == 'bernoulli':
+    keep = (rng.random(num_blocks) >= ratio).astype(np.float32)
+  elif sampling == 'exact':
+    keep = np.ones(num_blocks, np.float32)
+    keep[rng.choice(num_blocks, size=int(round(ratio * num_blocks)), replace=False)] = 0.0
+  else:
+    raise ValueError(f"config.model.mask_sampling={sampling!r}: use 'bernoulli' or 'exact'.")
+  block = size // grid
+  return np.repeat(np.repeat(keep.reshape(grid, grid), block, axis=0), block, axis=1)
 
 
 class ReadPair(grain.transforms.RandomMap):
-  """(video, frame) -> {'image', 'reference'}: uint8 [S, S, 3] (+ 'keep' for masked_self).
+  """(video, frame) -> {'image', 'reference'}: uint8 [S, S, 3] (+ 'keep' for masked_self,
+  + 'foreground' uint8 [S, S] when `foreground_threshold` > 0: I against its video's
+  median background, see `ppl_jax.data.background`).
 
   Elements stay uint8 until `Normalize` runs on whole batches in the consuming process:
   worker processes then ship a quarter of the bytes.
@@ -204,14 +212,34 @@ class ReadPair(grain.transforms.RandomMap):
 
   def __init__(self, source: base.VideoSource, *, image_size: int, context: str,
                min_frame_gap: int, max_frame_gap: int, random_flip: bool,
-               mask_block: int, mask_ratio: float):
+               mask_grid: int, mask_ratio: float, mask_sampling: str = 'bernoulli',
+               foreground_threshold: float = 0.0,
+               background_frames: int = 32):
     self.source = source
     self.image_size = int(image_size)
     self.context = context
     self.gap, self.max_gap = _gap_bounds(min_frame_gap, max_frame_gap)
     self.random_flip = bool(random_flip)
-    self.mask_block = int(mask_block)
+    self.mask_grid = int(mask_grid)
     self.mask_ratio = float(mask_ratio)
+    self.mask_sampling = mask_sampling
+    self.foreground_threshold = float(foreground_threshold)
+    self.background_frames = int(background_frames)
+    self._backgrounds = {}   # video -> uint8 [S, S, 3], filled lazily in each process
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state['_backgrounds'] = {}
+    return state
+
+  def background(self, video: int) -> np.ndarray:
+    """The median background of `video` at the training size (cached)."""
+    if video not in self._backgrounds:
+      indices = background_lib.frame_indices(self.source.num_frames(video),
+                                             self.background_frames)
+      self._backgrounds[video] = background_lib.estimate_background(np.stack(
+          [resize_uint8(self.source.frame(video, int(t)), self.image_size) for t in indices]))
+    return self._backgrounds[video]
 
   def random_map(self, element, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     video, t = int(element[0]), int(element[1])
@@ -221,11 +249,19 @@ class ReadPair(grain.transforms.RandomMap):
       reference = resize_uint8(self.source.frame(video, t_ref), self.image_size)
     else:
       reference = image
+    foreground = None
+    if self.foreground_threshold > 0:
+      foreground = background_lib.foreground_mask(image, self.background(video),
+                                                  self.foreground_threshold)
     if self.random_flip and rng.random() < 0.5:
       image, reference = image[:, ::-1], reference[:, ::-1]
+      foreground = None if foreground is None else foreground[:, ::-1]
     out = {'image': np.ascontiguousarray(image), 'reference': np.ascontiguousarray(reference)}
+    if foreground is not None:
+      out['foreground'] = np.ascontiguousarray(foreground)
     if self.context == 'masked_self':
-      mask = block_mask(self.image_size, self.mask_block, self.mask_ratio, rng)
+      mask = block_mask(self.image_size, self.mask_grid, self.mask_ratio, rng,
+                        sampling=self.mask_sampling)
       out['keep'] = mask.astype(np.uint8)
     return out
 
@@ -234,13 +270,17 @@ class Normalize(grain.transforms.Map):
   """uint8 batch -> {'image', 'reference'} float32 [B, S, S, 3] in [-1, 1].
 
   With a 'keep' mask (masked_self) the reference is zeroed (0 in [-1, 1]) where it is 0.
+  A 'foreground' mask passes through as float32 [B, S, S] in {0, 1}.
   """
 
   def map(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     reference = to_float(batch['reference'])
     if 'keep' in batch:
       reference *= batch['keep'][..., None]
-    return {'image': to_float(batch['image']), 'reference': reference}
+    out = {'image': to_float(batch['image']), 'reference': reference}
+    if 'foreground' in batch:
+      out['foreground'] = batch['foreground'].astype(np.float32)
+    return out
 
 
 def create_train_dataset(config: ml_collections.ConfigDict, source: base.VideoSource, *,
@@ -249,7 +289,7 @@ def create_train_dataset(config: ml_collections.ConfigDict, source: base.VideoSo
   """Infinite, shuffled grain dataset of training batches for this process.
 
   Yields {'image': float32 [B, S, S, 3], 'reference': float32 [B, S, S, 3]} in [-1, 1]
-  with B = config.batch_size // process_count and S = config.data.image_size. Each
+  (and 'foreground' float32 [B, S, S] when config.loss.foreground_weight > 0) with B = config.batch_size // process_count and S = config.data.image_size. Each
   process reads the pairs `process_index::process_count` (disjoint, covering). Iterate
   with `iter(ds)`; the iterator's `get_state()` / `set_state()` resume exactly.
   """
@@ -269,8 +309,11 @@ def create_train_dataset(config: ml_collections.ConfigDict, source: base.VideoSo
   ds = ds.random_map(ReadPair(
       source, image_size=data.image_size, context=config.model.context,
       min_frame_gap=data.min_frame_gap, max_frame_gap=data.max_frame_gap,
-      random_flip=data.random_flip, mask_block=config.model.mask_block,
-      mask_ratio=config.model.mask_ratio))
+      random_flip=data.random_flip, mask_grid=config.model.mask_grid,
+      mask_ratio=config.model.mask_ratio, mask_sampling=config.model.mask_sampling,
+      foreground_threshold=(data.foreground_threshold if config.loss.foreground_weight > 0
+                            else 0.0),
+      background_frames=data.background_frames))
   prefetch = max(1, int(data.get('prefetch_buffer_size', 2))) * local_batch
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=_READ_THREADS,
                                             prefetch_buffer_size=prefetch))

@@ -28,6 +28,7 @@ from ppl_jax import config as config_lib
 from ppl_jax import input_pipeline
 from ppl_jax import metric_writers
 from ppl_jax import optim
+from ppl_jax import provenance
 from ppl_jax import sharding
 from ppl_jax.data import base
 from ppl_jax.evaluation import matching
@@ -110,8 +111,10 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
       outputs, updates = model.apply(
           model_variables(state, params), batch['image'], batch['reference'], train=True,
           mutable=mutable, rngs={'dropout': step_rng})
-      loss, metrics = ppl_objective(outputs, batch['image'], loss_config,
-                                    functools.partial(image_loss_fn, vgg_params))
+      loss, metrics = ppl_objective(
+          outputs, batch['image'], loss_config, functools.partial(image_loss_fn, vgg_params),
+          foreground=batch.get('foreground'),
+          foreground_weight=foreground_weight(loss_config, state['step']))
       return loss, (metrics, updates)
 
     (_, (metrics, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -151,6 +154,15 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
                            out_shardings=replicated))
 
 
+def foreground_weight(loss_config, step):
+  """config.loss.foreground_weight at `step`: linear decay to 0 at foreground_anneal_steps."""
+  weight = loss_config.foreground_weight
+  if loss_config.foreground_anneal_steps:
+    fraction = step.astype(jnp.float32) / loss_config.foreground_anneal_steps
+    weight = weight * jnp.maximum(0.0, 1.0 - fraction)
+  return weight
+
+
 def _global_norm(tree):
   leaves = jax.tree_util.tree_leaves(tree)
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
@@ -180,9 +192,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, 'provenance.json'), 'w') as f:
+      json.dump(provenance.current(), f, indent=2)
   setup = create_train_setup(config, mesh, random_vgg=random_vgg)
 
-  train_source = input_pipeline.build_source(config.data, 'train', seed=config.seed)
+  train_source = input_pipeline.build_source(config.data, 'train')
   dataset = input_pipeline.create_train_dataset(
       config, train_source, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -353,7 +367,7 @@ def evaluate(config, setup: TrainSetup, state,
   The baseline predicts the training split's mean ground-truth pose on every frame
   (G points, matched the same way).
   """
-  test_source = input_pipeline.build_source(config.data, 'test', seed=config.seed)
+  test_source = input_pipeline.build_source(config.data, 'test')
   predicted, keypoints, visible = predict(config, setup, state, test_source)
   # [-1, 1] spans the image side twice: halve to get units of the image side.
   result = matching.matched_error(predicted / 2, keypoints / 2, visible)

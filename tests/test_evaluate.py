@@ -32,7 +32,7 @@ def run(tiny_trained_run):
 def _test_frames(config, count):
   """Images [F, S, S, 3] in [-1, 1] and labels (normalised) of the first labelled
   test frames, read straight from the source (not through the eval pipeline)."""
-  source = input_pipeline.build_source(config.data, 'test', seed=config.seed)
+  source = input_pipeline.build_source(config.data, 'test')
   images, keypoints, visible = [], [], []
   for v in range(source.num_videos):
     for t in range(source.num_frames(v)):
@@ -58,7 +58,9 @@ def test_report_layout_and_figures(run):
   assert report['checkpoint_step'] == 3 and report['kept_steps'] == [2, 3]
   results = report['results']
   assert set(results) == {'matched_error', 'mean_pose_baseline', 'regression',
-                          'prior_edges', 'prior_drift', 'occlusion'}
+                          'prior_edges', 'prior_drift', 'occlusion', 'part_coverage',
+                          'heatmap_reliance'}
+  assert report['provenance']['packages']['jax'] and report['training_provenance']
   expected = {'matched_error': ('min_cost_flow_matching', 'test'),
               'mean_pose_baseline': ('mean_training_pose_min_cost_flow_matching', 'test'),
               'regression': ('linear_regression', 'test'),
@@ -108,11 +110,17 @@ def test_matched_error_matches_independent_recomputation(run):
   assignment = np.asarray(entry['details']['assignment'])
   distance = np.linalg.norm(predicted[:, assignment] - truth, axis=-1) / 2
   np.testing.assert_allclose(entry['value'], 100 * distance[visible].mean(), rtol=1e-4)
+  # Part coverage, re-derived: the best keypoint's fraction of frames within 3%.
+  all_distances = np.linalg.norm(predicted[:, :, None] - truth[:, None], axis=-1) / 2
+  fraction = ((all_distances < 0.03) & visible[:, None]).sum(0) / visible.sum(0)
+  coverage = report['results']['part_coverage']
+  np.testing.assert_allclose(coverage['details']['best_fraction'], fraction.max(0))
+  assert coverage['value'] == int((fraction.max(0) >= 0.8).sum())
   # Iteration 0 of clean iterative inference is the same estimate and assignment.
   clean = report['results']['occlusion']['random_0']['details']['per_iteration'][0]
   np.testing.assert_allclose(clean, entry['value'], rtol=1e-4)
   # The mean-pose baseline: the training split's mean pose, re-derived and matched.
-  train_source = input_pipeline.build_source(config.data, 'train', seed=config.seed)
+  train_source = input_pipeline.build_source(config.data, 'train')
   poses = []
   for v in range(train_source.num_videos):
     n = train_source.num_frames(v)

@@ -154,7 +154,8 @@ def test_masked_self_zeroes_exact_block_fraction():
   config = make_config()
   config.data.image_size = 32
   config.model.context = 'masked_self'
-  config.model.mask_block = 8
+  config.model.mask_grid = 4
+  config.model.mask_sampling = 'exact'
   config.model.mask_ratio = 0.5
   masks = []
   for batch in take(input_pipeline.create_train_dataset(config, source, seed=0), 3):
@@ -168,11 +169,27 @@ def test_masked_self_zeroes_exact_block_fraction():
   assert len({m.tobytes() for m in masks}) > 1  # masks differ between elements
 
 
-def test_block_mask_crops_partial_blocks():
-  mask = input_pipeline.block_mask(10, 4, 0.8, np.random.default_rng(0))
-  assert mask.shape == (10, 10)
-  # 3 x 3 = 9 blocks, round(7.2) = 7 zeroed; count zero blocks by their top-left pixel.
-  assert (mask[::4, ::4] == 0).sum() == 7
+def test_block_mask_grid_is_blocks_per_side():
+  # The release's block=16 at 128 px: 16 x 16 blocks of 8 px, each constant.
+  mask = input_pipeline.block_mask(128, 16, 0.8, np.random.default_rng(0))
+  blocks = mask.reshape(16, 8, 16, 8).transpose(0, 2, 1, 3).reshape(256, 64)
+  assert np.all(blocks == blocks[:, :1])
+  exact = input_pipeline.block_mask(128, 16, 0.8, np.random.default_rng(0), sampling='exact')
+  assert (exact[::8, ::8] == 0).sum() == round(0.8 * 256)
+  with pytest.raises(ValueError, match='mask_grid=5'):
+    input_pipeline.block_mask(128, 5, 0.8, np.random.default_rng(0))
+
+
+def test_block_mask_bernoulli_drops_blocks_independently():
+  rng = np.random.default_rng(1)
+  dropped = np.stack([input_pipeline.block_mask(16, 4, 0.8, rng)[::4, ::4] == 0
+                      for _ in range(2000)]).reshape(2000, 16)
+  counts = dropped.sum(axis=1)
+  # Binomial(16, 0.8): mean 12.8, variance 16 * 0.8 * 0.2 = 2.56 (an exact count has 0).
+  assert abs(counts.mean() - 12.8) < 0.1
+  assert abs(counts.var() - 2.56) < 0.3
+  # Independent blocks: the correlation between two blocks is ~0.
+  assert abs(np.corrcoef(dropped[:, 0], dropped[:, 5])[0, 1]) < 0.08
 
 
 def test_determinism_and_seed():

@@ -61,3 +61,20 @@ def test_mixer_decoder_matches_numpy():
   x = np_mixer_block(params['block_0'], x)
   expected = np_dense(params['out'], np_layer_norm(params['norm'], x))
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_decoded_prior_starts_inside_the_image():
+  # The memory-distilled prior at initialisation: MIX_dec's output layer has std 1/3 on
+  # LayerNorm'd features, so the prior lies within [-1, 1] (lecun_normal put ~1/3 outside).
+  outside, values = 0, []
+  for seed in range(5):
+    decoder = MixerDecoder(num_points=16, hidden_dim=32, num_blocks=1)
+    tokens = jax.random.normal(jax.random.PRNGKey(100 + seed), (1, 16, 64))
+    variables = decoder.init(jax.random.PRNGKey(seed), tokens)
+    kernel = np.asarray(variables['params']['out']['kernel'])
+    np.testing.assert_allclose(kernel.std(), 1 / 3 / np.sqrt(32), rtol=0.25)
+    points = np.asarray(decoder.apply(variables, tokens))
+    outside += int((np.abs(points) > 1).sum())
+    values.append(points)
+  assert outside <= 2, outside   # of 5 x 32 coordinates
+  assert 0.15 < np.std(values) < 0.5

@@ -25,7 +25,7 @@ _SCRIPT = textwrap.dedent('''
     config.batch_size = config.eval_batch_size = 8
     config.optim.eps = 1.0
     config_lib.validate(config)
-    source = input_pipeline.build_source(config.data, 'train', seed=0)
+    source = input_pipeline.build_source(config.data, 'train')
     batch = next(iter(input_pipeline.create_train_dataset(config, source, seed=0)))
     results = {}
     for n in (1, 8):

@@ -32,7 +32,7 @@ _SCRIPT = textwrap.dedent('''
     config_lib.validate(config)
     mesh = sharding.make_mesh()
     setup = train.create_train_setup(config, mesh)
-    source = input_pipeline.build_source(config.data, 'train', seed=0)
+    source = input_pipeline.build_source(config.data, 'train')
     # The global stream (process_count=1) on every process; each keeps its rows.
     stream = iter(input_pipeline.create_train_dataset(config, source, seed=0))
     state, losses = setup.init(), []

@@ -68,6 +68,7 @@ def test_connectivity_lr_and_frozen_prior():
   params = _params(rng)
   grads_seq = [_params(rng) for _ in range(3)]
   config = _config(learning_rate=1e-3)
+  config.optim.connectivity_lr_multiplier = 512.0
   config.model.keypoint_prior = 'random'
   config.model.keypoint_prior_trainable = False
   updates_seq = _run(config, params, grads_seq)

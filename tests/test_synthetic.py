@@ -184,13 +184,19 @@ def test_from_config_reads_fields():
   config.data.synthetic.num_test_videos = 2
   config.data.synthetic.frames_per_video = 9
   config.data.synthetic.render_size = 64
-  train = synthetic.from_config(config.data, 'train', seed=1)
-  test = synthetic.from_config(config.data, 'test', seed=1)
+  config.data.synthetic.seed = 1
+  train = synthetic.from_config(config.data, 'train')
+  test = synthetic.from_config(config.data, 'test')
   assert isinstance(train, base.VideoSource)
   assert (train.num_videos, test.num_videos) == (5, 2)
   assert train.num_frames(0) == 9 and train.kind == 'quadruped'
   assert train.frame(4, 8).shape == (64, 64, 3) and train.frame(4, 8).dtype == np.uint8
   assert len(train.joint_names) == 18
+  reference = synthetic.SyntheticVideos('quadruped', 5, 9, 64, seed=1, split='train')
+  np.testing.assert_array_equal(train.frame(3, 2), reference.frame(3, 2))
+  config.seed = 7   # the initialisation seed does not change the videos
+  np.testing.assert_array_equal(synthetic.from_config(config.data, 'train').frame(3, 2),
+                                reference.frame(3, 2))
 
 
 @pytest.mark.parametrize('field,value,message', [

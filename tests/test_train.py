@@ -33,7 +33,7 @@ def _tiny(**overrides):
 
 def _run_steps(config, setup, num_steps):
   """Fresh init and data stream; (losses, state) after num_steps."""
-  source = input_pipeline.build_source(config.data, 'train', seed=config.seed)
+  source = input_pipeline.build_source(config.data, 'train')
   it = iter(input_pipeline.create_train_dataset(config, source, seed=config.seed))
   state = setup.init()
   losses = []

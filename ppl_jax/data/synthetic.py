@@ -151,8 +151,8 @@ class SyntheticVideos(base.VideoSource):
                             hint=' pixels; the pipeline resizes to '
                             'config.data.image_size afterwards')
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-      raise ValueError(f'SyntheticVideos seed = {seed!r} (config.seed): need an '
-                       'integer >= 0.')
+      raise ValueError(f'SyntheticVideos seed = {seed!r} (config.data.synthetic.seed): '
+                       'need an integer >= 0.')
     self._seed = int(seed)
     self._init_cache()
 
@@ -266,7 +266,7 @@ class SyntheticVideos(base.VideoSource):
     return entry
 
 
-def from_config(data_config, split: str, seed: int = 0) -> SyntheticVideos:
+def from_config(data_config, split: str) -> SyntheticVideos:
   """The synthetic source of `split` ('train' | 'test') from config.data.synthetic.*."""
   if split not in SPLITS:
     raise ValueError(f'synthetic.from_config: split = {split!r}; use one of {SPLITS}.')
@@ -276,7 +276,7 @@ def from_config(data_config, split: str, seed: int = 0) -> SyntheticVideos:
       num_videos=synthetic.get(f'num_{split}_videos'),
       frames_per_video=synthetic.frames_per_video,
       size=synthetic.render_size,
-      seed=seed,
+      seed=synthetic.seed,
       split=split)
 
 

@@ -12,6 +12,11 @@ L_l    link regularisation (eq. 5): sum over ordered pairs (i, j) of
 L_kr   keypoint-configuration reconstruction, in the release's form (not the paper's unsquared
        norms): mean squared error over all B x N x 2 coordinates between T'_recon and sg(T'),
        plus the VQ commitment MSE over all B x m x d entries between G and sg(G').
+L_fg   foreground assignment (ours, weight 0 in the paper's method): mean over the foreground
+       pixels p of a frame of min_i ||p - T'_i||^2, batch mean. Each keypoint is pulled to the
+       mean of the foreground pixels nearest to it (one k-means step on the moving figure), a
+       gradient that reaches a limb however far it is from every keypoint and link, where the
+       image loss's reaches only limbs a link already overlaps.
 """
 
 from collections.abc import Callable, Mapping
@@ -49,6 +54,21 @@ def link_loss(prior, keypoints, connectivity):
   return jnp.mean(jnp.sum(connectivity * jnp.abs(before - after), axis=(1, 2)))
 
 
+def foreground_loss(keypoints, foreground):
+  """L_fg for keypoints T' [B, N, 2] and a foreground mask [B, H, W] in {0, 1}; scalar.
+
+  Pixel centres are on the half-pixel [-1, 1] grid; a frame without foreground adds 0.
+  """
+  b, h, w = foreground.shape
+  ys = (2.0 * jnp.arange(h) + 1.0) / h - 1.0
+  xs = (2.0 * jnp.arange(w) + 1.0) / w - 1.0
+  grid = jnp.stack(jnp.meshgrid(xs, ys, indexing='xy'), axis=-1).reshape(h * w, 2)
+  d2 = jnp.sum((grid[None, :, None] - keypoints.astype(jnp.float32)[:, None]) ** 2, -1)
+  mask = foreground.reshape(b, h * w).astype(jnp.float32)
+  per_frame = jnp.sum(mask * jnp.min(d2, axis=-1), axis=1) / jnp.maximum(mask.sum(1), 1.0)
+  return jnp.mean(per_frame)
+
+
 def keypoint_recon_loss(keypoints_recon, keypoints):
   """MSE(T'_recon, sg(T')) over all coordinates; gradient only into the memory path."""
   target = jax.lax.stop_gradient(keypoints.astype(jnp.float32))
@@ -68,7 +88,8 @@ def tokens_used(indices):
 
 def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
                   loss_config: ml_collections.ConfigDict,
-                  image_loss: Callable[[jax.Array, jax.Array], tuple]):
+                  image_loss: Callable[[jax.Array, jax.Array], tuple], *,
+                  foreground=None, foreground_weight=0.0):
   """Total PPL loss and its terms.
 
   Args:
@@ -77,9 +98,12 @@ def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
     loss_config: config.loss (boundary_weight, link_weight, keypoint_recon_weight,
       commitment_weight).
     image_loss: `(recon, target) -> (scalar, metrics dict of scalars)`.
+    foreground: optional mask [B, H, W] for L_fg, weighted by `foreground_weight` (this
+      step's weight, a scalar or traced value).
   Returns:
     (loss scalar, metrics dict of float32 scalars): 'loss', 'image_loss', 'boundary_loss',
-    'link_loss', 'keypoint_recon_loss', 'commitment_loss', 'tokens_used', and the image
+    'link_loss', 'keypoint_recon_loss', 'commitment_loss', 'tokens_used' (and
+    'foreground_loss' with a mask), and the image
     loss's own metrics under 'image/<name>'.
   """
   l_ir, image_metrics = image_loss(outputs['recon'], image)
@@ -98,5 +122,10 @@ def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
       'commitment_loss': l_c,
       'tokens_used': tokens_used(outputs['indices']),
   }
+  if foreground is not None:
+    l_fg = foreground_loss(outputs['keypoints'], foreground)
+    loss = loss + foreground_weight * l_fg
+    metrics['loss'] = loss
+    metrics['foreground_loss'] = l_fg
   metrics.update({f'image/{k}': v for k, v in image_metrics.items()})
   return loss, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}

@@ -1,0 +1,71 @@
+"""Did training discover the parts? Part coverage and heatmap reliance.
+
+- Part coverage: a ground-truth joint is covered when one detected keypoint lies within
+  `radius` (units of the image side; 0.03 = 3%) of it on at least `min_fraction` of the
+  frames where the joint is labelled. Unlike the matched error, a keypoint may cover
+  several joints and the score does not average a missed limb away.
+- Heatmap reliance: how much the decoder needs the link heatmap S, as
+  L1(I_recon with S = 0, I) / L1(I_recon, I) - 1 on the same frames and references; near 0
+  means the decoder reconstructs I from its context alone and ignores the keypoints.
+"""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+COVERAGE_RADIUS = 0.03
+COVERAGE_MIN_FRACTION = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+  """covered: bool [G]; best_fraction: float [G], the best keypoint's fraction of labelled
+  frames within the radius; keypoint: int [G], that keypoint."""
+  covered: np.ndarray
+  best_fraction: np.ndarray
+  keypoint: np.ndarray
+
+  @property
+  def num_covered(self) -> int:
+    return int(self.covered.sum())
+
+
+def part_coverage(predicted: np.ndarray, ground_truth: np.ndarray, visible: np.ndarray, *,
+                  radius: float = COVERAGE_RADIUS,
+                  min_fraction: float = COVERAGE_MIN_FRACTION) -> Coverage:
+  """Coverage of G joints by N keypoints over F frames.
+
+  predicted [F, N, 2] and ground_truth [F, G, 2] in units of the image side; visible bool
+  [F, G]. A joint never labelled is not covered.
+  """
+  predicted = np.asarray(predicted, np.float64)
+  ground_truth = np.asarray(ground_truth, np.float64)
+  visible = np.asarray(visible, bool)
+  if (predicted.ndim != 3 or ground_truth.ndim != 3 or len(predicted) != len(ground_truth)
+      or visible.shape != ground_truth.shape[:2]):
+    raise ValueError(f'part_coverage needs predicted [F, N, 2], ground_truth [F, G, 2], '
+                     f'visible [F, G]; got {predicted.shape}, {ground_truth.shape}, '
+                     f'{visible.shape}.')
+  distance = np.linalg.norm(predicted[:, :, None] - ground_truth[:, None], axis=-1)  # F,N,G
+  near = (distance < radius) & visible[:, None]
+  fraction = near.sum(axis=0) / np.maximum(visible.sum(axis=0), 1)[None]             # N, G
+  best = fraction.argmax(axis=0)
+  best_fraction = fraction[best, np.arange(fraction.shape[1])]
+  covered = (best_fraction >= min_fraction) & visible.any(axis=0)
+  return Coverage(covered=covered, best_fraction=best_fraction, keypoint=best)
+
+
+def heatmap_reliance(model, variables, images, references) -> float:
+  """L1(decode(ref, S=0), I) / L1(decode(ref, S), I) - 1 over images / references
+  [B, H, W, 3] in [-1, 1] (references as the decoder saw them in training)."""
+
+  def losses(module, image, reference):
+    keypoints, _ = module.estimate(image, train=False)
+    with_links, _ = module.render_and_decode(reference, keypoints, train=False)
+    zero = jnp.zeros((module.num_parts, module.num_parts), jnp.float32)
+    without, _ = module._render_and_decode(reference, keypoints, zero, False)  # pylint: disable=protected-access
+    return (jnp.mean(jnp.abs(with_links - image)), jnp.mean(jnp.abs(without - image)))
+
+  with_links, without = model.apply(variables, images, references, method=losses)
+  return float(without) / max(float(with_links), 1e-12) - 1.0
