@@ -9,6 +9,8 @@ import pytest
 
 from ppl_jax import config as config_lib
 
+from conftest import load_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -171,3 +173,53 @@ def test_parse_arg():
   assert arg == ml_collections.ConfigDict({'size': 128, 'tiny': True, 'variant': '4'})
   with pytest.raises(ValueError, match='Unknown config argument'):
     config_lib.parse_arg('sise=128', size=256)
+
+
+# Each default with its source: (config path, value, where it comes from).
+PAPER_DEFAULTS = [
+    ('optim.learning_rate', 1e-3, 'paper sec. A: "Adam optimizer with a learning rate of 10^{-3}"'),
+    ('batch_size', 64, 'paper sec. A: "a batch size of 64"'),
+    ('data.image_size', 256, 'paper sec. A: "all images are resized to 256x256"'),
+    ('model.thick', 5e-4, 'paper sec. A: "link thickness sigma^2 = 5 x 10^{-4}"'),
+    ('model.memory_banks', 34, 'paper sec. A: "34 memory banks"'),
+    ('model.memory_tokens', 16, 'paper sec. A: "each of which contains 16 tokens"'),
+    ('model.memory_dim', 512, 'paper sec. A: "of dimension 512"'),
+    ('model.num_parts', 16, 'release train.py: --num_parts 16'),
+    ('model.memory_decay', 0.9, 'release PoseMemory: self.decay = 0.9'),
+    ('model.memory_eps', 1e-5, 'release PoseMemory: Laplace smoothing + 1e-5'),
+    ('model.connectivity_init_mean', -4.0, 'release: (torch.randn(N, N) - 4) / sklr'),
+    ('model.connectivity_init_std', 1.0, 'release: torch.randn'),
+    # W's logit step: the release's 512 * 1e-4 at the paper's lr 1e-3 (config.py comment).
+    ('optim.connectivity_lr_multiplier', 51.2, 'release: sklr 512 at learning_rate 1e-4'),
+    ('model.mask_grid', 16, 'release train.py: --block 16 (blocks per side)'),
+    ('model.mask_ratio', 0.8, 'release train.py: --missing 0.8'),
+    ('model.mask_sampling', 'bernoulli', 'release: uniform_() > missing per block'),
+    ('model.context', 'reference_frame', 'paper sec. 3.2: I_ref another frame of the video'),
+    ('loss.perceptual', 'vgg19', 'paper: VGG19 perceptual loss'),
+    ('loss.boundary_weight', 1.0, 'paper eq. 5 (sum over x, y); release weight 1'),
+    ('loss.link_weight', 1.0, 'paper sec. 3.4: "jointly minimize all the four losses"'),
+    ('loss.keypoint_recon_weight', 100.0, 'release: consistency = 100 * F.mse_loss'),
+    ('loss.commitment_weight', 1.0, 'release: loss = loss + vq_loss (commitment MSE)'),
+    ('loss.foreground_weight', 0.0, 'ours, not in the paper: off in the paper method'),
+    ('model.keypoint_prior', 'memory', 'paper Table 3 column 11 (PPL)'),
+]
+
+
+@pytest.mark.parametrize('path,value,source', PAPER_DEFAULTS, ids=[p for p, _, _ in PAPER_DEFAULTS])
+def test_paper_defaults_are_pinned(path, value, source):
+  node = config_lib.default_config()
+  for part in path.split('.'):
+    node = node[part]
+  assert node == value, f'config.{path} = {node!r}, but {source} gives {value!r}'
+
+
+def test_release_config_follows_the_release():
+  config = load_config('h36m', 'release=true')
+  assert config.optim.learning_rate == 1e-4                  # --learning_rate 0.0001
+  assert config.optim.connectivity_lr_multiplier == 512.0    # --sklr 512
+  assert config.model.thick == 7.5e-5
+  assert config.loss.boundary_weight == 0.5                  # .mean() over x and y
+  assert config.loss.link_weight == 0.0                      # edge_reg_loss commented out
+  assert config.model.context == 'masked_self'
+  assert (config.model.mask_grid, config.model.mask_sampling) == (16, 'bernoulli')
+  assert config.num_train_steps == 20_000                    # --max_steps 20000
