@@ -312,3 +312,46 @@ def test_random_vgg_is_explicit_and_logged(caplog):
       assert params[f'block{b}'][f'conv{c}']['bias'].shape == bias_shape
   loss, _ = jax.jit(fn)(params, _images(12), _images(13))
   assert float(loss) > 0
+
+
+def _np_resize_bilinear(x, size):
+  """Half-pixel bilinear resize [B, H, W, C] -> [B, size, size, C], float64, no antialias."""
+  def axis_weights(n_in, n_out):
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = np.zeros((n_out, n_in))
+    w[np.arange(n_out), lo] += 1 - (src - lo)
+    w[np.arange(n_out), hi] += src - lo
+    return w
+  rows, cols = axis_weights(x.shape[1], size), axis_weights(x.shape[2], size)
+  return np.einsum('ih,bhwc,jw->bijc', rows, x.astype(np.float64), cols)
+
+
+def _np_vgg_features(x, weights, network):
+  """The 4 compared ReLU maps of blocks 1-4, float64 (pool 2x2 before blocks 2-4)."""
+  features = []
+  for b, n in enumerate(CONVS[network][:4]):
+    if b:
+      h, w = x.shape[1] // 2, x.shape[2] // 2
+      x = x[:, :2 * h, :2 * w].reshape(x.shape[0], h, 2, w, 2, -1).max(axis=(2, 4))
+    for c in range(n):
+      x = _np_conv_relu(x, *weights[f'block{b + 1}_conv{c + 1}'])
+    features.append(x)
+  return features
+
+
+def test_perceptual_loss_all_layers_and_resize_match_numpy(vgg16_file, vgg16_params):
+  recon, target = _images(5, (2, 6, 6, 3)), _images(6, (2, 6, 6, 3))
+  weights = vgg16_file[1]
+
+  def np_features(images):
+    x = _np_resize_bilinear((images.astype(np.float64) + 1) / 2, 8)
+    x = x[..., ::-1] * 255 - np.array([103.939, 116.779, 123.68])
+    return _np_vgg_features(x, weights, 'vgg16')
+
+  want = [np.abs(r - t).mean() for r, t in zip(np_features(recon), np_features(target))]
+  loss, per_layer = jax.jit(functools.partial(
+      perceptual.perceptual_loss, network='vgg16', size=8))(vgg16_params, recon, target)
+  np.testing.assert_allclose(per_layer, want, rtol=2e-4)
+  np.testing.assert_allclose(loss, np.sum(want), rtol=2e-4)
