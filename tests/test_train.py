@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from ppl_jax import config as config_lib
+from ppl_jax import evaluate
 from ppl_jax import input_pipeline
 from ppl_jax import sharding
 from ppl_jax import train
+from ppl_jax.models.ppl import PPL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,8 +161,26 @@ def test_main_end_to_end_prints_evaluation(tmp_path, jit_cache):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'matched error' in result.stdout and 'mean training pose' in result.stdout
   results = json.load(open(tmp_path / 'run' / 'eval.json'))
-  assert np.isfinite(results['matched_error'])
-  assert np.isfinite(results['mean_pose_matched_error'])
+  # The end-of-run numbers, re-derived from the final checkpoint: predictions on the first
+  # eval_max_batches * eval_batch_size test frames read straight from the source, then the
+  # mean L2 of the reported assignment in units of the image side x 100.
+  restored = evaluate.restore(evaluate.load_config(str(tmp_path / 'run')), str(tmp_path / 'run'))
+  config = restored.config
+  source = input_pipeline.build_source(config.data, 'test')
+  frames = [(v, t) for v in range(source.num_videos) for t in range(source.num_frames(v))]
+  frames = frames[:config.eval_max_batches * config.eval_batch_size]
+  size = config.data.image_size
+  images = np.stack([input_pipeline.resize_uint8(source.frame(v, t), size) for v, t in frames])
+  images = images.astype(np.float32) / 127.5 - 1
+  truth = np.stack([(2.0 * source.labels(v, t).keypoints + 1) / source.size - 1
+                    for v, t in frames])
+  predicted, _ = restored.setup.model.apply(restored.variables, images, train=False,
+                                            method=PPL.estimate)
+  assignment = np.asarray(results['assignment'])
+  distance = np.linalg.norm(np.asarray(predicted, np.float64)[:, assignment] - truth, axis=-1)
+  np.testing.assert_allclose(results['matched_error'], 100 * distance.mean() / 2, rtol=1e-4)
+  assert results['num_frames'] == len(frames)
+  assert results['mean_pose_matched_error'] > 0
   assert sorted(_losses(tmp_path / 'run')) == [1, 2, 3]
   assert _checkpoint_steps(tmp_path / 'run') == [2, 3]
   assert os.listdir(tmp_path / 'run' / 'tensorboard')
