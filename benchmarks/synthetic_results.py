@@ -41,8 +41,8 @@ flags.DEFINE_bool('paper_settings', False, 'Also train PPL with the paper\'s aff
                   'link width and connectivity init/lr (PAPER_SETTINGS).')
 flags.DEFINE_bool('retrain', False, 'Train again even if the final checkpoint exists.')
 flags.DEFINE_bool('reuse_reports', False, 'Read each run\'s existing eval/report.json '
-                  'instead of evaluating again (rewrites the tables only; valid while the '
-                  'evaluation code is unchanged since those reports).')
+                  'instead of evaluating again; refuses a report (or a training) made by '
+                  'another commit, a dirty tree or other package versions.')
 FLAGS = flags.FLAGS
 
 CONFIG = 'configs/synthetic.py'
@@ -114,11 +114,19 @@ def _evaluate_untrained(workdir, seed):
 
 def _report(workdir, run_evaluation):
   """workdir's eval/report.json under --reuse_reports (when there is one), else a fresh one."""
+  from ppl_jax import provenance  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, 'eval', 'report.json')
   if FLAGS.reuse_reports and os.path.exists(path):
-    print(f'{workdir}: reusing {path}', flush=True)
     with open(path) as f:
-      return json.load(f)
+      report = json.load(f)
+    code = provenance.current()
+    for key in ('provenance', 'training_provenance'):
+      if not provenance.same_code(report.get(key), code):
+        raise SystemExit(
+            f'{path}: its {key} ({report.get(key)}) is not the current clean commit with '
+            f'the same packages ({code}); rerun without --reuse_reports (or --retrain).')
+    print(f'{workdir}: reusing {path}', flush=True)
+    return report
   return run_evaluation()
 
 
