@@ -29,10 +29,10 @@ def run(tiny_trained_run):
   return workdir, report
 
 
-def _test_frames(config, count):
+def _test_frames(config, count, split='test'):
   """Images [F, S, S, 3] in [-1, 1] and labels (normalised) of the first labelled
-  test frames, read straight from the source (not through the eval pipeline)."""
-  source = input_pipeline.build_source(config.data, 'test')
+  frames of `split`, read straight from the source (not through the eval pipeline)."""
+  source = input_pipeline.build_source(config.data, split)
   images, keypoints, visible = [], [], []
   for v in range(source.num_videos):
     for t in range(source.num_frames(v)):
@@ -116,6 +116,20 @@ def test_matched_error_matches_independent_recomputation(run):
   coverage = report['results']['part_coverage']
   np.testing.assert_allclose(coverage['details']['best_fraction'], fraction.max(0))
   assert coverage['value'] == int((fraction.max(0) >= 0.8).sum())
+  # The regression protocol, re-derived: least squares with bias per (joint, coordinate)
+  # in % of the image size, fitted on the first MAX_FIT_FRAMES training frames.
+  fit_images, fit_truth, _ = _test_frames(config, MAX_FIT_FRAMES, 'train')
+  fit_predicted, _ = restored.setup.model.apply(restored.variables, fit_images, train=False,
+                                                method=PPL.estimate)
+  percent = lambda p: (np.asarray(p, np.float64) + 1) * 50
+  features = lambda p: np.concatenate([percent(p).reshape(len(p), -1),
+                                       np.ones((len(p), 1))], axis=1)
+  coefficients = np.linalg.lstsq(features(fit_predicted),
+                                 percent(fit_truth).reshape(len(fit_truth), -1), rcond=None)[0]
+  regressed = (features(predicted) @ coefficients).reshape(truth.shape)
+  np.testing.assert_allclose(
+      report['results']['regression']['value'],
+      np.linalg.norm(regressed - percent(truth), axis=-1).mean(), rtol=1e-4)
   # Iteration 0 of clean iterative inference is the same estimate and assignment.
   clean = report['results']['occlusion']['random_0']['details']['per_iteration'][0]
   np.testing.assert_allclose(clean, entry['value'], rtol=1e-4)
