@@ -147,6 +147,10 @@ def default_config() -> ml_collections.ConfigDict:
   # 0 at foreground_anneal_steps (0: constant).
   config.loss.foreground_weight = 0.0
   config.loss.foreground_anneal_steps = 0
+  # Ours, off in the paper's method: push apart keypoints closer than separation_margin
+  # ([-1, 1] units; 0.094 = 3 px at 64 px), objective.separation_loss.
+  config.loss.separation_weight = 0.0
+  config.loss.separation_margin = 0.094
 
   # --- optimisation -----------------------------------------------------
   config.optim = ml_collections.ConfigDict()
@@ -440,7 +444,9 @@ def validate(config: ml_collections.ConfigDict, *,
   _positive(config, 'loss.perceptual_weight', 'loss.pixel_weight',
             'loss.boundary_weight', 'loss.link_weight',
             'loss.keypoint_recon_weight', 'loss.commitment_weight',
-            'loss.foreground_weight', 'loss.foreground_anneal_steps', allow_zero=True)
+            'loss.foreground_weight', 'loss.foreground_anneal_steps',
+            'loss.separation_weight', allow_zero=True)
+  _positive(config, 'loss.separation_margin')
   if config.loss.perceptual != 'none':
     weights = config.loss.vgg_weights
     if not weights:

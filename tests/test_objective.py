@@ -97,7 +97,8 @@ def test_ppl_objective_weights_terms():
   image = jnp.asarray(rng.uniform(-1, 1, (b, s, s, 3)), jnp.float32)
   l1 = lambda r, t: (jnp.mean(jnp.abs(r - t)), {'l1': jnp.mean(jnp.abs(r - t))})
   cfg = ml_collections.ConfigDict(dict(boundary_weight=2.0, link_weight=0.5,
-                                       keypoint_recon_weight=100.0, commitment_weight=3.0))
+                                       keypoint_recon_weight=100.0, commitment_weight=3.0,
+                                       separation_weight=4.0, separation_margin=0.8))
   loss, metrics = ppl_objective(outputs, image, cfg, l1)
   o = {k: np.asarray(v, np.float64) for k, v in outputs.items()}
   kp = o['keypoints']
@@ -107,10 +108,14 @@ def test_ppl_objective_weights_terms():
   l_l = np.mean(np.sum(o['connectivity'] * np.abs(dist(o['prior'])[None] - dist(kp)), axis=(1, 2)))
   l_kr = np.mean((o['keypoints_recon'] - kp) ** 2)
   l_c = np.mean((o['tokens'] - o['quantized']) ** 2)
-  expected = l_ir + 2.0 * l_b + 0.5 * l_l + 100.0 * l_kr + 3.0 * l_c
+  d = dist(kp)
+  l_sep = np.mean([sum(max(0.0, 0.8 - d[f, i, j]) ** 2 for i in range(d.shape[1])
+                       for j in range(i + 1, d.shape[1])) for f in range(len(d))])
+  assert l_sep > 0
+  expected = l_ir + 2.0 * l_b + 0.5 * l_l + 100.0 * l_kr + 3.0 * l_c + 4.0 * l_sep
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   for key, value in [('image_loss', l_ir), ('boundary_loss', l_b), ('link_loss', l_l),
                      ('keypoint_recon_loss', l_kr), ('commitment_loss', l_c),
-                     ('image/l1', l_ir)]:
+                     ('separation_loss', l_sep), ('image/l1', l_ir)]:
     np.testing.assert_allclose(metrics[key], value, rtol=1e-5, err_msg=key)
   assert all(v.shape == () and v.dtype == jnp.float32 for v in metrics.values())

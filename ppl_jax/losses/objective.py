@@ -17,6 +17,9 @@ L_fg   foreground assignment (ours, weight 0 in the paper's method): mean over t
        mean of the foreground pixels nearest to it (one k-means step on the moving figure), a
        gradient that reaches a limb however far it is from every keypoint and link, where the
        image loss's reaches only limbs a link already overlaps.
+L_sep  keypoint separation (ours, weight 0 in the paper's method; B-KinD has a similar
+       term): sum over pairs i < j of max(0, margin - ||T'_i - T'_j||)^2, batch mean. Two
+       keypoints on one part push each other apart, so one is free for an uncovered part.
 """
 
 from collections.abc import Callable, Mapping
@@ -67,6 +70,14 @@ def foreground_loss(keypoints, foreground):
   mask = foreground.reshape(b, h * w).astype(jnp.float32)
   per_frame = jnp.sum(mask * jnp.min(d2, axis=-1), axis=1) / jnp.maximum(mask.sum(1), 1.0)
   return jnp.mean(per_frame)
+
+
+def separation_loss(keypoints, margin):
+  """L_sep for keypoints T' [B, N, 2] ([-1, 1] units, like `margin`); scalar."""
+  n = keypoints.shape[1]
+  d = _pair_distances(keypoints.astype(jnp.float32))
+  upper = jnp.triu(jnp.ones((n, n), bool), k=1)
+  return jnp.mean(jnp.sum(jnp.where(upper, jnp.maximum(0.0, margin - d) ** 2, 0.0), axis=(1, 2)))
 
 
 def keypoint_recon_loss(keypoints_recon, keypoints):
@@ -122,6 +133,11 @@ def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
       'commitment_loss': l_c,
       'tokens_used': tokens_used(outputs['indices']),
   }
+  if loss_config.separation_weight:
+    l_sep = separation_loss(outputs['keypoints'], loss_config.separation_margin)
+    loss = loss + loss_config.separation_weight * l_sep
+    metrics['loss'] = loss
+    metrics['separation_loss'] = l_sep
   if foreground is not None:
     l_fg = foreground_loss(outputs['keypoints'], foreground)
     loss = loss + foreground_weight * l_fg
