@@ -305,7 +305,10 @@ def use_cpu_sized_model(config: ml_collections.ConfigDict) -> None:
   make configs/synthetic.py robust (1500 steps, matched error on seeds 0 / 1, where it gives
   5.98 / 15.86): wide links (thick=4e-2) for the first 500 steps, then 1e-2: 18.4 / 11.4;
   thick=4e-2 throughout: 12.6 on seed 1; W lr 8x: no keypoint on an arm at step 500 on seed 0
-  (64x: both arms); W lr 256x: most links gone by step 500 on seed 1.
+  (64x: both arms); W lr 256x: most links gone by step 500 on seed 1; the release's mask grid
+  (16 x 16, 4 px blocks at 64 px): 17.56 on seed 1. Later screens (benchmarks/README.md, "Part
+  discovery") measure the foreground and separation losses, which stay off here until they
+  are confirmed on five seeds.
   """
   m = config.model
   m.affine_anchor = 'soft_argmax'
