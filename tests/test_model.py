@@ -279,9 +279,9 @@ def test_pooled_coordinates_are_the_soft_argmax_on_the_half_pixel_grid():
   # A heatmap concentrated on one feature-map pixel pools exactly that pixel's centre,
   # the same convention as the data's pixels_to_normalized.
   from ppl_jax.data.base import pixels_to_normalized
-  from ppl_jax.models.encoder import _pixel_grid
+  from ppl_jax.ops import pixel_grid
   h, w = 3, 5
-  grid = np.asarray(_pixel_grid(h, w))
+  grid = np.asarray(pixel_grid(h, w))
   rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
   expected = pixels_to_normalized(np.stack([cols, rows], -1).reshape(-1, 2), w, h)
   np.testing.assert_allclose(grid, expected, atol=1e-6)

@@ -4,8 +4,6 @@ Each test compares against a numpy computation from the parts (or against optax-
 so a wrong index, a wrong sign or a wrong reduction in the wiring fails here.
 """
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,7 +1,7 @@
 """Static-background estimates and foreground masks (PPL's videos have static backgrounds).
 
-The background of a video is the per-pixel temporal median of up to `max_frames` evenly
-spaced frames, resized to the training resolution: a pixel the figure covers in fewer than
+The background of a video is the per-pixel temporal median of evenly spaced frames
+(`frame_indices`), resized to the training resolution: a pixel the figure covers in fewer than
 half of those frames gets its background colour. The foreground of a frame is where any
 channel differs from that background by more than a threshold (in [0, 1] intensity units).
 Both use no labels; `objective.foreground_loss` uses the mask to pull keypoints onto the

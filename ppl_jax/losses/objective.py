@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from ppl_jax import ops
+
 
 def boundary_loss(keypoints):
   """L_b: sum of |c| over coordinates c of keypoints [B, N, 2] with |c| > 1, mean over B."""
@@ -63,9 +65,7 @@ def foreground_loss(keypoints, foreground):
   Pixel centres are on the half-pixel [-1, 1] grid; a frame without foreground adds 0.
   """
   b, h, w = foreground.shape
-  ys = (2.0 * jnp.arange(h) + 1.0) / h - 1.0
-  xs = (2.0 * jnp.arange(w) + 1.0) / w - 1.0
-  grid = jnp.stack(jnp.meshgrid(xs, ys, indexing='xy'), axis=-1).reshape(h * w, 2)
+  grid = ops.pixel_grid(h, w)
   d2 = jnp.sum((grid[None, :, None] - keypoints.astype(jnp.float32)[:, None]) ** 2, -1)
   mask = foreground.reshape(b, h * w).astype(jnp.float32)
   per_frame = jnp.sum(mask * jnp.min(d2, axis=-1), axis=1) / jnp.maximum(mask.sum(1), 1.0)

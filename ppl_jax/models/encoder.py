@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ppl_jax import ops
+
 _IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
@@ -94,14 +96,6 @@ class PointEmbedding(nn.Module):
     return nn.Dense(self.features)(x)
 
 
-def _pixel_grid(h, w):
-  """(x, y) of the h x w pixel centres on the [-1, 1] half-pixel grid, [h * w, 2]."""
-  ys = (2.0 * jnp.arange(h) + 1.0) / h - 1.0
-  xs = (2.0 * jnp.arange(w) + 1.0) / w - 1.0
-  grid_y, grid_x = jnp.meshgrid(ys, xs, indexing='ij')
-  return jnp.stack([grid_x, grid_y], axis=-1).reshape(h * w, 2)
-
-
 class KeypointEncoder(nn.Module):
   """phi_enc + affine head: (image [B,H,W,3], prior T [N,2]) -> (T' [B,N,2], Theta [B,N,2,3])."""
   num_parts: int
@@ -129,7 +123,7 @@ class KeypointEncoder(nn.Module):
                         features.astype(jnp.float32).reshape(b, h * w, -1))   # [B, N, C]
     point = PointEmbedding(self.embed_dim, self.point_embed_dim, name='point_embed')(prior)
     parts = [pooled, jnp.broadcast_to(point[None], (b,) + point.shape)]
-    soft_argmax = jnp.einsum('bpn,pc->bnc', weights, _pixel_grid(h, w))   # [B, N, 2]
+    soft_argmax = jnp.einsum('bpn,pc->bnc', weights, ops.pixel_grid(h, w))   # [B, N, 2]
     if self.pool_coordinates:
       parts.append(soft_argmax)
     x = jnp.concatenate(parts, axis=-1)
