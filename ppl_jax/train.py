@@ -45,7 +45,8 @@ class TrainSetup:
   """Everything compiled for one config on one mesh.
 
   init(): the initial state, sharded. train_step(state, batch, vgg_params) ->
-  (state, metrics). eval_step(state, batch) -> batch with 'predicted' [B, N, 2]
+  (state, metrics). loss_and_grads(state, batch, vgg_params) -> (metrics, mutable
+  collection updates, gradients w.r.t. params), replicated. eval_step(state, batch) -> batch with 'predicted' [B, N, 2]
   added, replicated. summary_step(state, batch) -> outputs of the first rows.
   """
   model: PPL
@@ -55,6 +56,7 @@ class TrainSetup:
   vgg_params: Any                # replicated on the mesh
   init: Callable[[], Any]
   train_step: Callable[..., Any]
+  loss_and_grads: Callable[..., Any]
   eval_step: Callable[..., Any]
   summary_step: Callable[..., Any]
 
@@ -104,7 +106,7 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   loss_config = config.loss
   mutable = [c for c in ('batch_stats', 'memory') if shapes[c]]
 
-  def train_step(state, batch, vgg_params):
+  def loss_and_grads(state, batch, vgg_params):
     step_rng = jax.random.fold_in(state['rng'], state['step'])
 
     def loss_fn(params):
@@ -119,6 +121,10 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
 
     (_, (metrics, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['params'])
+    return metrics, updates, grads
+
+  def train_step(state, batch, vgg_params):
+    metrics, updates, grads = loss_and_grads(state, batch, vgg_params)
     param_updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = jax.tree_util.tree_map(jnp.add, state['params'], param_updates)
     metrics['grad_norm'] = _global_norm(grads)
@@ -148,6 +154,8 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
       train_step=jax.jit(train_step, in_shardings=(state_shardings, data, replicated),
                          out_shardings=(state_shardings, replicated),
                          donate_argnums=(0,)),
+      loss_and_grads=jax.jit(loss_and_grads, in_shardings=(state_shardings, data, replicated),
+                             out_shardings=replicated),
       eval_step=jax.jit(eval_step, in_shardings=(state_shardings, data),
                         out_shardings=replicated),
       summary_step=jax.jit(summary_step, in_shardings=(state_shardings, data),

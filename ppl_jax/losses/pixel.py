@@ -56,22 +56,30 @@ def gaussian_window(size: int = SSIM_WINDOW,
   return taps / taps.sum()
 
 
-def _filter_valid(x: jax.Array, taps: np.ndarray) -> jax.Array:
-  """Separable depthwise 'valid' filter; [B,H,W,C] -> [B,H-k+1,W-k+1,C]."""
-  channels = x.shape[-1]
+def _band_matrix(n: int, taps: np.ndarray) -> np.ndarray:
+  """[n - k + 1, n] matrix whose row i holds `taps` at columns i..i+k-1."""
   k = len(taps)
-  taps = jnp.asarray(taps, jnp.float32)
-  dn = ('NHWC', 'HWIO', 'NHWC')
-  # HIGHEST: accelerators otherwise may run f32 convolutions in bf16 passes, and
+  rows = np.arange(n - k + 1)[:, None]
+  band = np.zeros((n - k + 1, n), np.float32)
+  band[rows, rows + np.arange(k)] = taps
+  return band
+
+
+def _filter_valid(x: jax.Array, taps: np.ndarray) -> jax.Array:
+  """Separable 'valid' filter per channel; [B,H,W,C] -> [B,H-k+1,W-k+1,C].
+
+  Written as two matmuls with banded matrices rather than as a depthwise
+  convolution: XLA:CPU runs grouped convolutions ~30x slower than these dots
+  (forward + backward at 16 x 64 x 64 x 15: 124 ms vs 3.4 ms), and the SSIM
+  was a third of the synthetic default's training step.
+  """
+  rows = jnp.asarray(_band_matrix(x.shape[1], taps))
+  cols = jnp.asarray(_band_matrix(x.shape[2], taps))
+  # HIGHEST: accelerators otherwise may run f32 matmuls in bf16 passes, and
   # SSIM's variance terms (E[x^2] - E[x]^2) cancel badly at low precision.
-  rows = jnp.tile(taps.reshape(k, 1, 1, 1), (1, 1, 1, channels))
-  cols = jnp.tile(taps.reshape(1, k, 1, 1), (1, 1, 1, channels))
-  for kernel in (rows, cols):
-    x = jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding='VALID',
-        dimension_numbers=dn, feature_group_count=channels,
-        precision=jax.lax.Precision.HIGHEST)
-  return x
+  highest = jax.lax.Precision.HIGHEST
+  x = jnp.einsum('ih,bhwc->biwc', rows, x, precision=highest)
+  return jnp.einsum('jw,biwc->bijc', cols, x, precision=highest)
 
 
 def ssim(recon: jax.Array, target: jax.Array, *, data_range: float = 1.0,
