@@ -22,6 +22,7 @@ from PIL import Image
 
 from ppl_jax.data import background as background_lib
 from ppl_jax.data import base
+from ppl_jax.data import raw
 
 # Decoding and resizing (Pillow) release the GIL, so a few reader threads per process
 # overlap them; more than this only adds contention on small machines.
@@ -60,37 +61,9 @@ def build_source(data_config: ml_collections.ConfigDict, split: str) -> base.Vid
   if not os.path.isdir(root):
     raise FileNotFoundError(
         f'config.data.root={root!r} (config.data.name={name!r}) is not a directory.')
-  return raw_source(name, root, split, labels=data_config.get('labels', '') or None,
+  return raw.raw_source(name, root, split, labels=data_config.get('labels', '') or None,
                     on_bad=data_config.get('on_bad_video', 'error'),
                     video_cache_frames=data_config.get('video_cache_frames', 16))
-
-
-def raw_source(name: str, root: str, split: str, *, labels: Optional[str] = None,
-               on_bad: str = 'error', video_cache_frames: int = 16) -> base.VideoSource:
-  """The raw-layout reader of dataset `name` ('h36m' | 'taichi' | 'custom') for `split`.
-
-  Human3.6M labels every frame, so 'train_eval' is 'train'. Taichi's training videos
-  are unlabelled: 'test' / 'train_eval' are its labelled evaluation images. Custom
-  videos have no split: every split is the whole folder (labels from `labels`);
-  each video file keeps `video_cache_frames` decoded frames (a short clip can be
-  decoded once: random access into long-GOP video is slow).
-  """
-  # pylint: disable=g-import-not-at-top
-  if name == 'h36m':
-    from ppl_jax.data import h36m
-    return h36m.Human36MSource(root, 'train' if split == 'train_eval' else split,
-                               on_bad=on_bad)
-  if name == 'taichi':
-    from ppl_jax.data import taichi
-    if split == 'train':
-      return taichi.TaichiSource(root, 'train', on_bad=on_bad)
-    return taichi.TaichiSource(root, 'test' if split == 'test' else 'train',
-                               labelled=True, on_bad=on_bad)
-  if name == 'custom':
-    from ppl_jax.data import custom
-    return custom.CustomVideosSource(root, labels=labels, on_bad=on_bad,
-                                     cache_size=video_cache_frames)
-  raise ValueError(f'No raw reader for dataset {name!r}; use h36m, taichi or custom.')
 
 
 def _gap_bounds(min_gap: int, max_gap: int):

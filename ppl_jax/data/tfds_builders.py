@@ -23,6 +23,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from ppl_jax.data import base
+from ppl_jax.data import raw
 from ppl_jax.data import video as video_lib
 
 
@@ -46,7 +47,7 @@ class VideoSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
   Subclasses set `SOURCE_NAME` (the `config.data.name` they serve) and `SPLITS`; the
   sources come from `make_source(manual_dir, split)` (default: the raw reader
-  `input_pipeline.raw_source`, so prepared and raw data give the same frames).
+  `ppl_jax.data.raw.raw_source`, so prepared and raw data give the same frames).
   """
 
   VERSION = tfds.core.Version('1.0.0')
@@ -60,8 +61,7 @@ class VideoSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   code_path = epath.Path(__file__)
 
   def make_source(self, manual_dir: str, split: str) -> base.VideoSource:
-    from ppl_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-    return input_pipeline.raw_source(self.SOURCE_NAME, manual_dir, split)
+    return raw.raw_source(self.SOURCE_NAME, manual_dir, split)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
