@@ -82,28 +82,35 @@ class Checkpointer:
 
 
 class PreemptionWatcher:
-  """SIGTERM sets a flag; `should_stop()` reports it, agreed by all processes.
+  """SIGTERM or SIGINT (Ctrl-C) sets a flag; `should_stop()` reports it, agreed by all
+  processes. A second SIGINT interrupts at once (KeyboardInterrupt, nothing saved).
 
   The handler only sets a flag: saving from inside a signal handler could
   interleave with a running step. The loop checks `should_stop()` every step and
   saves at the step it stops at.
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
     self._event = threading.Event()
-    self._previous = None
+    self._previous = {}
+    self.received = None   # name of the first signal received
 
   def install(self) -> None:
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
   def uninstall(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
 
   def _handle(self, signum, frame) -> None:
-    del signum, frame
+    del frame
+    if self._event.is_set() and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.received = signal.Signals(signum).name
     self._event.set()
 
   def should_stop(self) -> bool:

@@ -196,12 +196,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_lib.validate(config)
   mesh = sharding.make_mesh()
   sharding.log_topology(mesh)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, 'provenance.json'), 'w') as f:
-      json.dump(provenance.current(), f, indent=2)
   setup = create_train_setup(config, mesh, random_vgg=random_vgg)
 
   train_source = input_pipeline.build_source(config.data, 'train')
@@ -210,6 +204,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       process_count=jax.process_count())
   data_iter = iter(dataset)
 
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
   ckpt = checkpointing.Checkpointer(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
       every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
@@ -219,8 +215,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   else:
     state = setup.init()
   step = int(jax.device_get(state['step']))
+  if step > config.num_train_steps:
+    ckpt.close()
+    raise ValueError(
+        f'config.num_train_steps={config.num_train_steps} is below the step of the latest '
+        f'checkpoint in {workdir} ({step}): pass --config.num_train_steps={step} or more to '
+        'continue this run, or a new --workdir to start another.')
   if step:
     logging.info('Resuming at step %d of %d', step, config.num_train_steps)
+  # Written once the config is known to fit the checkpoint it resumes.
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, 'provenance.json'), 'w') as f:
+      json.dump(provenance.current(), f, indent=2)
 
   writer = metric_writers.MetricWriter(workdir)
   watcher = checkpointing.PreemptionWatcher()
@@ -263,8 +271,8 @@ def _train_loop(config, setup, state, step, data_iter, ckpt, writer,
   pending_metrics = None
   while step < num_steps:
     if watcher.should_stop():
-      logging.warning('SIGTERM received: saving a checkpoint at step %d and exiting.',
-                      step)
+      logging.warning('%s received: saving a checkpoint at step %d and exiting (a second '
+                      'Ctrl-C exits at once without saving).', watcher.received, step)
       ckpt.save(step, state, data_iter, force=True)
       return _LoopResult(state, stopped=True)
     batch = next(data_iter)

@@ -9,6 +9,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ppl_jax import checkpointing
 from ppl_jax import metric_writers
@@ -59,16 +60,23 @@ def test_save_restore_state_and_iterator(tmp_path):
   ckpt.close()
 
 
-def test_sigterm_sets_flag():
+@pytest.mark.parametrize('signum', checkpointing.PreemptionWatcher.SIGNALS)
+def test_sigterm_and_sigint_set_flag(signum):
   watcher = checkpointing.PreemptionWatcher()
+  previous = signal.getsignal(signum)
   watcher.install()
   try:
     assert not watcher.should_stop()
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
     assert watcher.should_stop()
+    assert watcher.received == signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      # A second Ctrl-C interrupts at once.
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signum)
   finally:
     watcher.uninstall()
-  assert signal.getsignal(signal.SIGTERM) is not watcher._handle
+  assert signal.getsignal(signum) is previous
 
 
 def _read_events(path):

@@ -184,6 +184,15 @@ def test_main_end_to_end_prints_evaluation(tmp_path, jit_cache):
   assert sorted(_losses(tmp_path / 'run')) == [1, 2, 3]
   assert _checkpoint_steps(tmp_path / 'run') == [2, 3]
   assert os.listdir(tmp_path / 'run' / 'tensorboard')
+  # Asking for fewer steps than the workdir's checkpoint holds is refused, changing nothing.
+  before = {name: (tmp_path / 'run' / name).read_bytes()
+            for name in ('config.json', 'provenance.json', 'metrics.jsonl', 'eval.json')}
+  refused = subprocess.run(_command(tmp_path / 'run', '--config.num_train_steps=2'), cwd=REPO,
+                           env=_env(jit_cache), capture_output=True, text=True, timeout=600)
+  assert refused.returncode != 0
+  assert 'config.num_train_steps=2 is below the step of the latest checkpoint' in refused.stderr
+  assert {name: (tmp_path / 'run' / name).read_bytes() for name in before} == before
+  assert _checkpoint_steps(tmp_path / 'run') == [2, 3]
 
 
 def test_kill_and_resume_reproduce_uninterrupted_run(tmp_path, jit_cache):
