@@ -40,11 +40,9 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any, Dict, Iterator, List, Optional
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -53,13 +51,13 @@ from ml_collections import config_flags
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ppl_jax import cli
 from ppl_jax import config as config_lib
 from ppl_jax import input_pipeline
 from ppl_jax import provenance
 from ppl_jax import sharding
 from ppl_jax import train
 from ppl_jax.data import base
-from ppl_jax.data.errors import DataError
 from ppl_jax.evaluation import discovery
 from ppl_jax.evaluation import figures
 from ppl_jax.evaluation import iterative
@@ -595,17 +593,13 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    report = evaluate(FLAGS.workdir, FLAGS.config, step=FLAGS.step,
-                      max_eval_frames=FLAGS.max_eval_frames,
-                      max_fit_frames=FLAGS.max_fit_frames,
-                      skip_occlusion=FLAGS.skip_occlusion,
-                      skip_regression=FLAGS.skip_regression,
-                      num_iterations=FLAGS.num_iterations)
-  except (FileNotFoundError, DataError, ValueError) as e:
-    sys.exit(f'ppl_jax.evaluate: {e}')
+  del argv
+  report = evaluate(FLAGS.workdir, FLAGS.config, step=FLAGS.step,
+                    max_eval_frames=FLAGS.max_eval_frames,
+                    max_fit_frames=FLAGS.max_fit_frames,
+                    skip_occlusion=FLAGS.skip_occlusion,
+                    skip_regression=FLAGS.skip_regression,
+                    num_iterations=FLAGS.num_iterations)
   print(f'Checkpoint step {report["checkpoint_step"]}: matched error '
         f'{report["results"]["matched_error"]["value"]:.3f} '
         f'({IMAGE_SIDE_UNITS}); report in '
@@ -614,4 +608,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main, 'ppl_jax.evaluate')

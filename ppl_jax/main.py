@@ -8,12 +8,12 @@ Rerunning with the same --workdir resumes from its latest checkpoint.
 
 import logging as py_logging
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
 
+from ppl_jax import cli
 from ppl_jax import sharding
 from ppl_jax import train
 
@@ -34,10 +34,9 @@ class _QuietLibraries(py_logging.Filter):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv
   if '://' in FLAGS.workdir:
-    raise app.UsageError(
+    raise ValueError(
         f'--workdir={FLAGS.workdir}: URL workdirs are not supported yet (files are written '
         'with the local file API). Mount the bucket on every host (e.g. `gcsfuse BUCKET '
         '/mnt/BUCKET`) and pass the mounted path, or use a shared file system.')
@@ -50,4 +49,4 @@ def main(argv):
 
 if __name__ == '__main__':
   # grain worker processes are spawned and re-import this module: start only here.
-  app.run(main)
+  cli.run(main, 'ppl_jax.main')

@@ -32,10 +32,8 @@ file is written, and a failure later removes the temporary files.
 import dataclasses
 import json
 import os
-import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -44,6 +42,7 @@ from ml_collections import config_flags
 import numpy as np
 from tqdm import tqdm
 
+from ppl_jax import cli
 from ppl_jax import evaluate
 from ppl_jax import input_pipeline
 from ppl_jax.data import base
@@ -305,18 +304,14 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    result = predict(
-        FLAGS.workdir, FLAGS.out, video_path=FLAGS.video, labels=FLAGS.labels,
-        config=FLAGS.config, step=FLAGS.step, batch_size=FLAGS.batch_size,
-        overlay=FLAGS.overlay, max_frames=FLAGS.max_frames,
-        confidence_scale=FLAGS.confidence_scale,
-        labels_train_fraction=FLAGS.labels_train_fraction,
-        labels_seed=FLAGS.labels_seed, labels_image_root=FLAGS.labels_image_root)
-  except (FileNotFoundError, DataError, ValueError) as e:
-    sys.exit(f'ppl_jax.predict: {e}')
+  del argv
+  result = predict(
+      FLAGS.workdir, FLAGS.out, video_path=FLAGS.video, labels=FLAGS.labels,
+      config=FLAGS.config, step=FLAGS.step, batch_size=FLAGS.batch_size,
+      overlay=FLAGS.overlay, max_frames=FLAGS.max_frames,
+      confidence_scale=FLAGS.confidence_scale,
+      labels_train_fraction=FLAGS.labels_train_fraction,
+      labels_seed=FLAGS.labels_seed, labels_image_root=FLAGS.labels_image_root)
   if result['num_frames']:
     print(f'{result["num_frames"]} frames; wrote {", ".join(result["files"])}')
   report = result['labels_eval']
@@ -329,4 +324,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main, 'ppl_jax.predict')

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ppl_jax import cli
 from ppl_jax import evaluate
 from ppl_jax import input_pipeline
 from ppl_jax import train
@@ -182,11 +183,11 @@ def test_no_checkpoint_is_a_clear_error_and_writes_nothing(tmp_path):
   # Without a config.json the missing config is named.
   with pytest.raises(FileNotFoundError, match='config.json'):
     evaluate.evaluate(str(workdir))
-  # The command line: exit status 1, the message on stderr, no files.
+  # The command line: exit status 2, the message on stderr, no files.
   done = subprocess.run(
       [sys.executable, '-m', 'ppl_jax.evaluate', f'--workdir={workdir}',
        f'--config={REPO / "configs" / "synthetic.py"}:tiny'],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
-  assert done.returncode == 1
+  assert done.returncode == cli.EXIT_USER_ERROR
   assert 'No checkpoint in' in done.stderr
   assert list(workdir.iterdir()) == []

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 import pytest
 
+from ppl_jax import cli
 from ppl_jax import evaluate
 from ppl_jax import predict
 from ppl_jax.data import dlc
@@ -221,7 +222,7 @@ def test_cli_reports_a_bad_video(workdir, tmp_path):
       [sys.executable, '-m', 'ppl_jax.predict', f'--workdir={workdir}',
        f'--video={tmp_path / "nope.mp4"}', f'--out={out}'],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
-  assert done.returncode == 1
+  assert done.returncode == cli.EXIT_USER_ERROR
   assert 'nope.mp4: video file not found' in done.stderr
   _assert_no_files(out)
 

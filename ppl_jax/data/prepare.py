@@ -9,11 +9,11 @@ a tqdm progress bar per split. No TensorFlow needed (see `tfds_builders`).
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 import tensorflow_datasets as tfds
 
+from ppl_jax import cli
 from ppl_jax.data import tfds_builders
 
 _DATASET = flags.DEFINE_enum('dataset', None, sorted(tfds_builders.BUILDERS),
@@ -46,4 +46,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['dataset', 'manual_dir', 'data_dir'])
-  app.run(main)
+  cli.run(main, 'ppl_jax.data.prepare')
