@@ -151,6 +151,14 @@ def default_config() -> ml_collections.ConfigDict:
   # ([-1, 1] units; 0.094 = 3 px at 64 px), objective.separation_loss.
   config.loss.separation_weight = 0.0
   config.loss.separation_margin = 0.094
+  # Ours, off in the paper's method: keypoints of a warped copy of I (rotation within
+  # +-equivariance_degrees, scale exp(+-equivariance_log_scale), shift +-equivariance_shift
+  # in [-1, 1] units) equal the warped keypoints (objective.equivariance_loss); one more
+  # encoder pass per step.
+  config.loss.equivariance_weight = 0.0
+  config.loss.equivariance_degrees = 15.0
+  config.loss.equivariance_log_scale = 0.1
+  config.loss.equivariance_shift = 0.1
 
   # --- optimisation -----------------------------------------------------
   config.optim = ml_collections.ConfigDict()
@@ -448,7 +456,9 @@ def validate(config: ml_collections.ConfigDict, *,
             'loss.boundary_weight', 'loss.link_weight',
             'loss.keypoint_recon_weight', 'loss.commitment_weight',
             'loss.foreground_weight', 'loss.foreground_anneal_steps',
-            'loss.separation_weight', allow_zero=True)
+            'loss.separation_weight', 'loss.equivariance_weight',
+            'loss.equivariance_degrees', 'loss.equivariance_log_scale',
+            'loss.equivariance_shift', allow_zero=True)
   _positive(config, 'loss.separation_margin')
   if config.loss.perceptual != 'none':
     weights = config.loss.vgg_weights

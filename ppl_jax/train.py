@@ -27,12 +27,14 @@ from ppl_jax import checkpointing
 from ppl_jax import config as config_lib
 from ppl_jax import input_pipeline
 from ppl_jax import metric_writers
+from ppl_jax import ops
 from ppl_jax import optim
 from ppl_jax import provenance
 from ppl_jax import sharding
 from ppl_jax.data import base
 from ppl_jax.evaluation import matching
 from ppl_jax.losses import make_image_loss
+from ppl_jax.losses.objective import equivariance_loss
 from ppl_jax.losses.objective import ppl_objective
 from ppl_jax.models import build_model
 from ppl_jax.models.ppl import PPL
@@ -106,6 +108,19 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   loss_config = config.loss
   mutable = [c for c in ('batch_stats', 'memory') if shapes[c]]
 
+  def equivariance_term(variables, image, keypoints, rng):
+    """L_eq of `image` [B, H, W, 3] and its keypoints T' (objective.equivariance_loss)."""
+    matrix, shift = ops.random_similarity(
+        rng, image.shape[0], max_degrees=loss_config.equivariance_degrees,
+        max_log_scale=loss_config.equivariance_log_scale,
+        max_shift=loss_config.equivariance_shift)
+    # Train-mode BatchNorm like the main pass; the statistics of this pass are dropped (the
+    # state keeps those of the real frames).
+    (warped_keypoints, _), _ = model.apply(
+        variables, ops.warp_images(image, matrix, shift), train=True, method=PPL.estimate,
+        mutable=mutable)
+    return equivariance_loss(warped_keypoints, keypoints, matrix, shift)
+
   def loss_and_grads(state, batch, vgg_params):
     step_rng = jax.random.fold_in(state['rng'], state['step'])
 
@@ -117,6 +132,12 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
           outputs, batch['image'], loss_config, functools.partial(image_loss_fn, vgg_params),
           foreground=batch.get('foreground'),
           foreground_weight=foreground_weight(loss_config, state['step']))
+      if loss_config.equivariance_weight:
+        l_eq = equivariance_term(model_variables(state, params), batch['image'],
+                                 outputs['keypoints'],
+                                 jax.random.fold_in(step_rng, 1))
+        loss = loss + loss_config.equivariance_weight * l_eq
+        metrics.update(loss=loss, equivariance_loss=l_eq)
       return loss, (metrics, updates)
 
     (_, (metrics, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -144,3 +144,29 @@ def test_steps_on_a_fixed_batch_lower_the_loss(step_setup):
     state, metrics = setup.train_step(state, batch, setup.vgg_params)
     losses.append(float(metrics['loss']))
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_equivariance_term_enters_the_loss(step_setup):
+  config, base_setup, batch = step_setup
+  state = base_setup.init()
+  base, _, _ = base_setup.loss_and_grads(state, batch, base_setup.vgg_params)
+
+  def metrics_with(**loss_overrides):
+    c = tiny_config()
+    c.loss.equivariance_weight = 10.0
+    c.loss.update(loss_overrides)
+    setup = train.create_train_setup(c, sharding.make_mesh())
+    metrics, _, grads = setup.loss_and_grads(setup.init(), batch, setup.vgg_params)
+    return jax.device_get(metrics), grads
+
+  # The identity warp: the encoder sees the same frames in the same BatchNorm mode, so T'
+  # is reproduced exactly and the term is zero.
+  identity, _ = metrics_with(equivariance_degrees=0.0, equivariance_log_scale=0.0,
+                             equivariance_shift=0.0)
+  assert identity['equivariance_loss'] < 1e-10
+  np.testing.assert_allclose(identity['loss'], base['loss'], rtol=1e-6)
+  warped, grads = metrics_with()
+  assert warped['equivariance_loss'] > 1e-6
+  np.testing.assert_allclose(warped['loss'] - base['loss'], 10.0 * warped['equivariance_loss'],
+                             rtol=1e-4)
+  assert np.isfinite(train._global_norm(grads))

@@ -20,6 +20,11 @@ L_fg   foreground assignment (ours, weight 0 in the paper's method): mean over t
 L_sep  keypoint separation (ours, weight 0 in the paper's method; B-KinD has a similar
        term): sum over pairs i < j of max(0, margin - ||T'_i - T'_j||)^2, batch mean. Two
        keypoints on one part push each other apart, so one is free for an uncovered part.
+L_eq   equivariance (ours, weight 0 in the paper's method; Thewlis et al. 2017, B-KinD's
+       rotation term): mean squared error over B x N x 2 between the keypoints of a randomly
+       rotated, scaled and shifted copy of I and the same warp applied to T' (computed in
+       `train.py`, which runs the encoder on the warped copy). A keypoint must follow the
+       image content it sits on, so it cannot mean one part in one frame and another in the next.
 """
 
 from collections.abc import Callable, Mapping
@@ -78,6 +83,13 @@ def separation_loss(keypoints, margin):
   d = _pair_distances(keypoints.astype(jnp.float32))
   upper = jnp.triu(jnp.ones((n, n), bool), k=1)
   return jnp.mean(jnp.sum(jnp.where(upper, jnp.maximum(0.0, margin - d) ** 2, 0.0), axis=(1, 2)))
+
+
+def equivariance_loss(keypoints_of_warped, keypoints, matrix, shift):
+  """L_eq: MSE between T' of the warped images [B, N, 2] and the warp (A [B, 2, 2],
+  t [B, 2]; ops.warp) applied to T' [B, N, 2] of the originals; gradient into both."""
+  target = ops.warp_points(keypoints.astype(jnp.float32), matrix, shift)
+  return jnp.mean((keypoints_of_warped.astype(jnp.float32) - target) ** 2)
 
 
 def keypoint_recon_loss(keypoints_recon, keypoints):

@@ -1,0 +1,44 @@
+"""Random similarity warps of images and the matching map of keypoints (equivariance loss).
+
+A warp is (A [B, 2, 2], t [B, 2]) in [-1, 1] (x, y) units: the warped image at point q shows
+the input at A q + t, so a point p of the input appears at A^-1 (p - t) in the warped image.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from ppl_jax.ops.grid import pixel_grid
+
+
+def random_similarity(rng, batch: int, *, max_degrees: float, max_log_scale: float,
+                      max_shift: float):
+  """(A [B, 2, 2], t [B, 2]): rotation uniform in +-max_degrees, scale exp(uniform
+  +-max_log_scale), shift uniform in +-max_shift ([-1, 1] units) per axis."""
+  angle_rng, scale_rng, shift_rng = jax.random.split(rng, 3)
+  angle = jnp.deg2rad(max_degrees) * jax.random.uniform(angle_rng, (batch,), minval=-1, maxval=1)
+  scale = jnp.exp(max_log_scale * jax.random.uniform(scale_rng, (batch,), minval=-1, maxval=1))
+  cos, sin = scale * jnp.cos(angle), scale * jnp.sin(angle)
+  matrix = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)
+  shift = max_shift * jax.random.uniform(shift_rng, (batch, 2), minval=-1, maxval=1)
+  return matrix, shift
+
+
+def warp_images(images, matrix, shift):
+  """images [B, H, W, C] -> warped [B, H, W, C]: bilinear, edges extended."""
+  b, h, w, c = images.shape
+  grid = pixel_grid(h, w)                                             # [H*W, 2] (x, y)
+  source = jnp.einsum('bij,pj->bpi', matrix, grid) + shift[:, None]   # [B, H*W, 2]
+  # [-1, 1] -> fractional pixel indices (pixel centres at integers).
+  cols = (source[..., 0] + 1) * w / 2 - 0.5
+  rows = (source[..., 1] + 1) * h / 2 - 0.5
+
+  def sample(image, r, q):   # [H, W, C], [H*W] x2 -> [H*W, C]
+    return jax.vmap(lambda channel: jax.scipy.ndimage.map_coordinates(
+        channel, [r, q], order=1, mode='nearest'), in_axes=-1, out_axes=-1)(image)
+
+  return jax.vmap(sample)(images, rows, cols).reshape(b, h, w, c)
+
+
+def warp_points(points, matrix, shift):
+  """Where input points [B, N, 2] appear in the warped image: A^-1 (p - t)."""
+  return jnp.einsum('bij,bnj->bni', jnp.linalg.inv(matrix), points - shift[:, None])

@@ -1,0 +1,71 @@
+"""Similarity warps of images and points, and the equivariance loss, against closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from ppl_jax import ops
+from ppl_jax.losses import objective
+
+
+def _blob(h, w, row, col, sigma=1.5):
+  image = np.zeros((h, w), np.float64)
+  image[row, col] = 1
+  return ndimage.gaussian_filter(image, sigma)
+
+
+def test_random_similarity_is_a_scaled_rotation_within_bounds():
+  matrix, shift = ops.random_similarity(jax.random.key(0), 512, max_degrees=15.0,
+                                        max_log_scale=0.1, max_shift=0.05)
+  matrix, shift = np.asarray(matrix, np.float64), np.asarray(shift, np.float64)
+  scale = np.sqrt(np.linalg.det(matrix))
+  angle = np.degrees(np.arctan2(matrix[:, 1, 0], matrix[:, 0, 0]))
+  np.testing.assert_allclose(matrix[:, 0, 0], matrix[:, 1, 1], atol=1e-6)
+  np.testing.assert_allclose(matrix[:, 0, 1], -matrix[:, 1, 0], atol=1e-6)
+  assert np.all(np.abs(angle) <= 15.0 + 1e-4) and np.abs(angle).max() > 12
+  assert np.all(np.abs(np.log(scale)) <= 0.1 + 1e-5)
+  assert np.all(np.abs(shift) <= 0.05) and np.abs(shift).max() > 0.04
+
+
+def test_warped_blob_lands_where_warp_points_says():
+  h, w = 32, 40
+  blob = _blob(h, w, 11, 25)
+  matrix = np.array([[[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]]]) * 1.1
+  shift = np.array([[0.05, -0.08]])
+  warped = np.asarray(ops.warp_images(jnp.asarray(blob[None, :, :, None], jnp.float32),
+                                      jnp.asarray(matrix, jnp.float32),
+                                      jnp.asarray(shift, jnp.float32)))[0, :, :, 0]
+  # Reference: the warped image's pixel q shows the input at A q + t (float64 bilinear).
+  ys = (2 * np.arange(h) + 1) / h - 1
+  xs = (2 * np.arange(w) + 1) / w - 1
+  qx, qy = np.meshgrid(xs, ys)
+  src = np.einsum('ij,jhw->ihw', matrix[0], np.stack([qx, qy])) + shift[0][:, None, None]
+  want = ndimage.map_coordinates(blob, [(src[1] + 1) * h / 2 - 0.5, (src[0] + 1) * w / 2 - 0.5],
+                                 order=1, mode='nearest')
+  np.testing.assert_allclose(warped, want, atol=1e-5)
+  # The blob's centre (pixel 11, 25) moves to A^-1 (p - t).
+  centre = np.array([[[(2 * 25 + 1) / w - 1, (2 * 11 + 1) / h - 1]]])
+  moved = np.asarray(ops.warp_points(jnp.asarray(centre, jnp.float32),
+                                     jnp.asarray(matrix, jnp.float32),
+                                     jnp.asarray(shift, jnp.float32)))[0, 0]
+  want_px = np.linalg.solve(matrix[0], centre[0, 0] - shift[0])
+  np.testing.assert_allclose(moved, want_px, atol=1e-6)
+  mass = warped / warped.sum()
+  com = np.array([(mass * qx).sum(), (mass * qy).sum()])
+  np.testing.assert_allclose(com, want_px, atol=0.02)
+
+
+def test_equivariance_loss_closed_form():
+  rng = np.random.default_rng(0)
+  keypoints = rng.uniform(-0.8, 0.8, (3, 5, 2))
+  matrix = np.stack([np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * s
+                     for a, s in [(0.1, 1.0), (-0.2, 0.9), (0.3, 1.1)]])
+  shift = rng.uniform(-0.1, 0.1, (3, 2))
+  moved = np.einsum('bij,bnj->bni', np.linalg.inv(matrix), keypoints - shift[:, None])
+  args = [jnp.asarray(a, jnp.float32) for a in (keypoints, matrix, shift)]
+  exact = objective.equivariance_loss(jnp.asarray(moved, jnp.float32), *args)
+  assert float(exact) < 1e-10
+  offset = rng.normal(0, 0.05, moved.shape)
+  got = objective.equivariance_loss(jnp.asarray(moved + offset, jnp.float32), *args)
+  np.testing.assert_allclose(got, np.mean(offset ** 2), rtol=1e-4)
