@@ -9,8 +9,8 @@ Trains each seed (`--config.seed=S`, same data: the videos have their own seed) 
 `python -m ppl_jax.main` subprocess, one at a time (`--parallel=2` for screening), then runs
 `python -m ppl_jax.evaluate --skip_occlusion` on it, and prints and writes as JSON per seed
 and as median / worst: the matched error and its ratio to the mean pose's, the regression
-error and its ratio, part coverage (`ppl_jax.evaluation.discovery`), heatmap reliance and
-the per-joint matched error, with the training time and the git commit and package versions
+error and its ratio, part coverage and keypoint attachment (`ppl_jax.evaluation.discovery`),
+heatmap reliance and the per-joint matched error, with the training time and the git commit and package versions
 that made each report. A workdir whose report was made by the current clean commit with the
 same packages is reused; any other is trained and evaluated again.
 """
@@ -109,6 +109,7 @@ def _row(seed, report, seconds, command) -> dict:
       'coverage': coverage['value'], 'num_joints': len(coverage['details']['covered']),
       'coverage_best_fraction': coverage['details']['best_fraction'],
       'reliance': r['heatmap_reliance']['value'],
+      'attached': r.get('keypoint_attachment', {}).get('value'),
       'per_joint': r['matched_error']['details']['per_joint'],
       'train_seconds': seconds, 'command': ' '.join(command),
       'training_provenance': report.get('training_provenance'),
@@ -119,16 +120,21 @@ def _row(seed, report, seconds, command) -> dict:
 def _summary(rows):
   out = {}
   for key, worst in (('matched_ratio', max), ('regression_ratio', max), ('coverage', min),
-                     ('reliance', min), ('matched', max)):
+                     ('attached', min), ('reliance', min), ('matched', max)):
     values = [r[key] for r in rows if r[key] is not None]
     if values:
       out[key] = {'median': statistics.median(values), 'worst': worst(values)}
   return out
 
 
+def _count(value) -> str:
+  return '-' if value is None else f'{value:g}'
+
+
 def _print(rows, summary):
   header = (f'{"seed":>4} {"matched":>8} {"mean pose":>9} {"ratio":>6} {"regr":>6} '
-            f'{"ratio":>6} {"cover":>6} {"reliance":>8} {"min":>5}  worst joints (matched)')
+            f'{"ratio":>6} {"cover":>6} {"attach":>6} {"reliance":>8} {"min":>5}  '
+            'worst joints (matched)')
   print(header)
   for r in rows:
     worst_joints = sorted(range(len(r['per_joint'])), key=lambda j: -(r['per_joint'][j] or 0))[:3]
@@ -136,11 +142,13 @@ def _print(rows, summary):
     minutes = f'{r["train_seconds"] / 60:.1f}' if r['train_seconds'] else '-'
     print(f'{r["seed"]:>4} {r["matched"]:8.2f} {r["mean_pose"]:9.2f} {r["matched_ratio"]:6.2f} '
           f'{r["regression"] or float("nan"):6.2f} {r["regression_ratio"] or float("nan"):6.2f} '
-          f'{r["coverage"]:>3}/{r["num_joints"]:<2} {r["reliance"]:8.3f} {minutes:>5}  {joints}')
+          f'{r["coverage"]:>3}/{r["num_joints"]:<2} {_count(r.get("attached")):>6} '
+          f'{r["reliance"]:8.3f} {minutes:>5}  {joints}')
   for stat in ('median', 'worst'):
     s = {k: v[stat] for k, v in summary.items()}
     print(f'{stat:>6}: matched ratio {s["matched_ratio"]:.2f}, regression ratio '
           f'{s.get("regression_ratio", float("nan")):.2f}, coverage {s["coverage"]}, '
+          f'attached {_count(s.get("attached"))}, '
           f'reliance {s["reliance"]:.3f}')
 
 

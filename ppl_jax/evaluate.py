@@ -18,6 +18,8 @@ which training writes; --config=configs/x.py overrides it) and writes DIR/eval/:
                 - prior_drift: movement of T and W between the kept checkpoints
                 - part_coverage: joints with one keypoint within 3% of the image
                   side on >= 80% of test frames (`evaluation.discovery`)
+                - keypoint_attachment: keypoints that stay within 3% of the image
+                  side of one fixed point of one bone (when the source has a skeleton)
                 - heatmap_reliance: L1 of the reconstruction with S zeroed over
                   with S, minus 1, on test frames with training-style references
                 - provenance / training_provenance: git commit and package versions
@@ -321,6 +323,19 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
       'split': 'test', 'checkpoint_step': step,
       'details': {'covered': coverage.covered, 'best_fraction': coverage.best_fraction,
                   'keypoint': coverage.keypoint}})
+  if test_source.skeleton is not None:
+    attachment = discovery.keypoint_attachment(test.predicted / 2, test.keypoints / 2,
+                                               test.visible, test_source.skeleton)
+    results['keypoint_attachment'] = jsonable({
+        'protocol': 'keypoint_attachment', 'value': attachment.num_attached,
+        'units': f'keypoints of {len(attachment.attached)} within '
+                 f'{discovery.COVERAGE_RADIUS:g} of the image side (mean over test frames) '
+                 'of a fixed point of one bone',
+        'split': 'test', 'checkpoint_step': step,
+        'details': {'distance': attachment.distance, 'bone': attachment.bone,
+                    'fraction': attachment.fraction}})
+  else:
+    results['keypoint_attachment'] = _skipped('the test source has no skeleton')
   results['heatmap_reliance'] = jsonable({
       'protocol': 'heatmap_reliance', 'value': _heatmap_reliance(restored, test_source),
       'units': 'L1(recon with S = 0) / L1(recon) - 1', 'split': 'test',
@@ -522,6 +537,7 @@ def _markdown(report: Dict[str, Any]) -> str:
            'with their protocol, units and split.', '',
            '| result | protocol | split | value | units |', '|---|---|---|---|---|']
   rows = [(k, results[k]) for k in ('matched_error', 'mean_pose_baseline', 'part_coverage',
+                                    'keypoint_attachment',
                                     'heatmap_reliance', 'regression',
                                     'prior_edges')]
   if 'skipped' not in results['occlusion']:

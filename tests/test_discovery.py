@@ -190,3 +190,32 @@ def test_provenance_same_code():
   assert not provenance.same_code(clean, dict(clean, git_dirty=True))
   assert not provenance.same_code(clean, dict(clean, packages={'jax': '2'}))
   assert not provenance.same_code(None, clean)
+
+
+def test_keypoint_attachment_finds_the_bone_point_each_keypoint_follows():
+  rng = np.random.default_rng(3)
+  frames = 40
+  truth = rng.uniform(0.2, 0.8, (frames, 3, 2))          # joints 0-1-2, bones (0,1), (1,2)
+  skeleton = [(0, 1), (1, 2)]
+  on_bone = truth[:, 1] + 0.25 * (truth[:, 2] - truth[:, 1])       # t = 0.25 on bone 1
+  at_joint = truth[:, 0] + 0.004                                   # near joint 0 (bone 0, t 0)
+  wandering = rng.uniform(0, 1, (frames, 2))
+  predicted = np.stack([on_bone, at_joint, wandering], axis=1)
+  visible = np.ones((frames, 3), bool)
+  got = discovery.keypoint_attachment(predicted, truth, visible, skeleton)
+  assert got.bone[0] == 1 and got.fraction[0] == pytest.approx(0.25)
+  assert got.distance[0] == pytest.approx(0.0, abs=1e-12)
+  assert got.bone[1] == 0 and got.fraction[1] == 0.0
+  assert got.distance[1] == pytest.approx(0.004 * np.sqrt(2), rel=1e-9)
+  assert list(got.attached) == [True, True, False] and got.num_attached == 2
+  # Brute-force reference for the wandering keypoint: every bone, every t.
+  best = min(np.linalg.norm(wandering - (truth[:, a] + t * (truth[:, b] - truth[:, a])),
+                            axis=-1).mean()
+             for a, b in skeleton for t in np.linspace(0, 1, 21))
+  assert got.distance[2] == pytest.approx(best, rel=1e-12)
+  # Frames where a bone's joint is unlabelled do not count for that bone.
+  visible[:20, 2] = False
+  truth_hidden = truth.copy()
+  truth_hidden[:20, 2] = 100.0
+  hidden = discovery.keypoint_attachment(predicted, truth_hidden, visible, skeleton)
+  assert hidden.distance[0] == pytest.approx(0.0, abs=1e-12)

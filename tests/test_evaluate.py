@@ -61,7 +61,7 @@ def test_report_layout_and_figures(run):
   results = report['results']
   assert set(results) == {'matched_error', 'mean_pose_baseline', 'regression',
                           'prior_edges', 'prior_drift', 'occlusion', 'part_coverage',
-                          'heatmap_reliance'}
+                          'keypoint_attachment', 'heatmap_reliance'}
   assert report['provenance']['packages']['jax'] and report['training_provenance']
   expected = {'matched_error': ('min_cost_flow_matching', 'test'),
               'mean_pose_baseline': ('mean_training_pose_min_cost_flow_matching', 'test'),
@@ -118,6 +118,17 @@ def test_matched_error_matches_independent_recomputation(run):
   coverage = report['results']['part_coverage']
   np.testing.assert_allclose(coverage['details']['best_fraction'], fraction.max(0))
   assert coverage['value'] == int((fraction.max(0) >= 0.8).sum())
+  # Keypoint attachment, re-derived for the reported (bone, t) of each keypoint.
+  attachment = report['results']['keypoint_attachment']
+  skeleton = np.asarray(input_pipeline.build_source(config.data, 'test').skeleton)
+  for n, (bone, t) in enumerate(zip(attachment['details']['bone'],
+                                    attachment['details']['fraction'])):
+    a, b = skeleton[bone]
+    point = truth[:, a] + t * (truth[:, b] - truth[:, a])
+    np.testing.assert_allclose(attachment['details']['distance'][n],
+                               np.linalg.norm(predicted[:, n] - point, axis=-1).mean() / 2,
+                               rtol=1e-4)
+  assert attachment['value'] == int((np.asarray(attachment['details']['distance']) < 0.03).sum())
   # The regression protocol, re-derived: least squares with bias per (joint, coordinate)
   # in % of the image size, fitted on the first MAX_FIT_FRAMES training frames.
   fit_images, fit_truth, _ = _test_frames(config, MAX_FIT_FRAMES, 'train')

@@ -4,6 +4,11 @@
   `radius` (units of the image side; 0.03 = 3%) of it on at least `min_fraction` of the
   frames where the joint is labelled. Unlike the matched error, a keypoint may cover
   several joints and the score does not average a missed limb away.
+- Keypoint attachment: for each keypoint, the point of the skeleton it follows best, a fixed
+  fraction t along one bone (a, b), i.e. gt_a + t (gt_b - gt_a), and its mean distance from it
+  over the frames. A keypoint within `radius` of its point is attached: it means the same
+  place on the body in every frame; a detached one wanders between parts (or off the body),
+  which the matched error and coverage show only as large errors.
 - Heatmap reliance: how much the decoder needs the link heatmap S, as
   L1(I_recon with S = 0, I) / L1(I_recon, I) - 1 on the same frames and references; near 0
   means the decoder reconstructs I from its context alone and ignores the keypoints.
@@ -54,6 +59,48 @@ def part_coverage(predicted: np.ndarray, ground_truth: np.ndarray, visible: np.n
   best_fraction = fraction[best, np.arange(fraction.shape[1])]
   covered = (best_fraction >= min_fraction) & visible.any(axis=0)
   return Coverage(covered=covered, best_fraction=best_fraction, keypoint=best)
+
+
+ATTACHMENT_FRACTIONS = 21   # t in 0, 0.05, ..., 1 along each bone
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+  """distance float [N]: mean distance to the best skeleton point; bone int [N]: its bone
+  (index into the skeleton); fraction float [N]: its t; attached bool [N]: distance < radius."""
+  distance: np.ndarray
+  bone: np.ndarray
+  fraction: np.ndarray
+  attached: np.ndarray
+
+  @property
+  def num_attached(self) -> int:
+    return int(self.attached.sum())
+
+
+def keypoint_attachment(predicted: np.ndarray, ground_truth: np.ndarray, visible: np.ndarray,
+                        skeleton, *, radius: float = COVERAGE_RADIUS) -> Attachment:
+  """Attachment of N keypoints to the bones (pairs of joint indices) of a G-joint skeleton.
+
+  predicted [F, N, 2] and ground_truth [F, G, 2] in units of the image side; visible bool
+  [F, G]; a bone counts on the frames where both its joints are labelled.
+  """
+  predicted = np.asarray(predicted, np.float64)
+  ground_truth = np.asarray(ground_truth, np.float64)
+  visible = np.asarray(visible, bool)
+  bones = np.asarray(skeleton, np.int64).reshape(-1, 2)
+  t = np.linspace(0.0, 1.0, ATTACHMENT_FRACTIONS)
+  start, end = ground_truth[:, bones[:, 0]], ground_truth[:, bones[:, 1]]      # F, E, 2
+  points = start[:, :, None] + t[None, None, :, None] * (end - start)[:, :, None]  # F,E,T,2
+  both = (visible[:, bones[:, 0]] & visible[:, bones[:, 1]]).astype(np.float64)  # F, E
+  distance = np.linalg.norm(predicted[:, :, None, None] - points[:, None], axis=-1)  # F,N,E,T
+  mean = (np.einsum('fnet,fe->net', distance, both)
+          / np.maximum(both.sum(axis=0), 1)[None, :, None])
+  mean = np.where(both.any(axis=0)[None, :, None], mean, np.inf)
+  flat = mean.reshape(len(mean), -1).argmin(axis=1)
+  bone, index = np.unravel_index(flat, mean.shape[1:])
+  best = mean[np.arange(len(mean)), bone, index]
+  return Attachment(distance=best, bone=bone, fraction=t[index], attached=best < radius)
 
 
 def heatmap_reliance(model, variables, images, references) -> float:
