@@ -3,6 +3,8 @@
 The train state is a plain dict pytree:
   {'params', 'batch_stats', 'memory' (VQ codebook EMA), 'opt_state', 'step' int32 [],
    'rng' uint32 [2]}.
+A negative step -k marks a state halted by a non-finite loss or gradient at step k: it holds
+the state of step k - 1 and later steps leave it unchanged.
 It lives on a 1-D 'data' mesh (replicated unless config.sharding.param_rules says
 otherwise); batches are split over 'data'. Initialisation is `jax.eval_shape` then
 a jitted init with `out_shardings`; the step is `jax.jit` with in/out shardings
@@ -153,6 +155,17 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     new_state = dict(state, params=params, opt_state=opt_state,
                      step=state['step'] + 1)
     new_state.update(updates)
+    # A non-finite loss or gradient halts the run on the device, with no host sync per step:
+    # the state stays that of the last finite step and its step becomes -(the failed step);
+    # the host reads it when it next logs or saves (`_halted_at`).
+    halted = state['step'] < 0
+    finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+    keep = halted | ~finite
+    new_state = jax.tree_util.tree_map(lambda old, new: jnp.where(keep, old, new),
+                                       state, new_state)
+    new_state['step'] = jnp.where(halted, state['step'],
+                                  jnp.where(finite, state['step'] + 1, -(state['step'] + 1)))
+    metrics['step'] = new_state['step']
     return new_state, metrics
 
   def eval_step(state, batch):
@@ -197,13 +210,35 @@ def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
 
 
+_NONFINITE_HINT = ('Try a lower config.optim.learning_rate or config.optim.grad_clip_norm > 0, '
+                   'and resume from that checkpoint.')
+
+
 def _check_finite(step: int, metrics: Dict[str, float]) -> None:
   bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
   if bad:
     raise FloatingPointError(
         f'Non-finite training metrics at step {step}: {bad}. Stopping; the last good '
-        'checkpoint is kept. Try a lower config.optim.learning_rate or '
-        'config.optim.grad_clip_norm > 0.')
+        f'checkpoint is kept. {_NONFINITE_HINT}')
+
+
+def _halted_at(metrics: Dict[str, float]) -> Optional[int]:
+  """The step whose loss or gradient was non-finite (train_step halted there), or None."""
+  step = int(metrics['step'])
+  return -step if step < 0 else None
+
+
+def _stop_nonfinite(failed: int, step: int, setup, state, data_iter, ckpt) -> None:
+  """Saves the halted state (that of step failed - 1) and raises FloatingPointError."""
+  last = failed - 1
+  state = dict(state, step=jax.device_put(np.int32(last), setup.state_shardings['step']))
+  if ckpt.latest_step() != last:
+    ckpt.save(last, state, data_iter, force=True)
+    ckpt.manager.wait_until_finished()
+  raise FloatingPointError(
+      f'Non-finite loss or gradient at step {failed} (noticed at step {step}). Stopping; '
+      f'the state of step {last}, the last finite one, is saved in {ckpt.manager.directory} '
+      f'(its data iterator is at step {step}). {_NONFINITE_HINT}')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -305,7 +340,11 @@ def _train_loop(config, setup, state, step, data_iter, ckpt, writer,
     if log_now or save_now:
       # Never log or checkpoint a diverged state.
       metrics = {k: float(v) for k, v in jax.device_get(pending_metrics).items()}
+      failed = _halted_at(metrics)
+      if failed is not None:
+        _stop_nonfinite(failed, step, setup, state, data_iter, ckpt)
       _check_finite(step, metrics)
+      del metrics['step']
     if log_now:
       now = time.perf_counter()
       steps_per_s = (step - last_step) / max(now - last_time, 1e-9)

@@ -1,5 +1,7 @@
 """Training: train-state layout, determinism, frozen priors, NaN stop, end to end."""
 
+import copy
+import itertools
 import json
 import os
 import signal
@@ -7,13 +9,16 @@ import subprocess
 import sys
 import time
 
+import grain
 import jax
 import numpy as np
 import pytest
 
+from ppl_jax import checkpointing
 from ppl_jax import config as config_lib
 from ppl_jax import evaluate
 from ppl_jax import input_pipeline
+from ppl_jax import metric_writers
 from ppl_jax import sharding
 from ppl_jax import train
 from ppl_jax.models.ppl import PPL
@@ -89,6 +94,40 @@ def test_frozen_priors_stay_put():
       jax.tree_util.tree_leaves(state['params']['encoder']),
       jax.tree_util.tree_leaves(initial['params']['encoder']))]
   assert any(moved)
+
+
+def test_nonfinite_step_halts_and_saves_the_last_finite_state(tiny_setup, tmp_path):
+  """A NaN batch at step 5 of a run that syncs only every 10 steps: the run stops naming
+  step 5 and saves the state of step 4, equal to four clean steps run independently."""
+  config, setup = tiny_setup
+  config = copy.deepcopy(config)
+  config.log_every_steps = 10
+  config.num_train_steps = 20
+  source = input_pipeline.build_source(config.data, 'train')
+  clean = list(itertools.islice(
+      iter(input_pipeline.create_train_dataset(config, source, seed=config.seed)), 12))
+  poisoned = [dict(b) for b in clean]
+  poisoned[4]['image'] = np.full_like(poisoned[4]['image'], np.nan)
+  data_iter = iter(grain.MapDataset.source(poisoned).to_iter_dataset())
+  ckpt = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'), every_steps=100, keep=2,
+                                    use_async=False)
+  writer = metric_writers.MetricWriter(str(tmp_path))
+  with pytest.raises(FloatingPointError, match='at step 5 .noticed at step 10.*state of step 4'):
+    train._train_loop(config, setup, setup.init(), 0, data_iter, ckpt, writer,
+                      checkpointing.PreemptionWatcher())
+  writer.close()
+  assert ckpt.latest_step() == 4
+  saved = ckpt.restore(setup.abstract_state, iter(grain.MapDataset.source(poisoned)
+                                                  .to_iter_dataset()))
+  ckpt.close()
+  state = setup.init()
+  for batch in clean[:4]:
+    state, _ = setup.train_step(state, sharding.shard_batch(batch, setup.mesh),
+                                setup.vgg_params)
+  for (path, want), got in zip(jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0],
+                               jax.tree_util.tree_leaves(jax.device_get(saved))):
+    np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+  assert not (tmp_path / 'metrics.jsonl').exists() or not (tmp_path / 'metrics.jsonl').read_text()
 
 
 def test_nan_stops_with_message():
