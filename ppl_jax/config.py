@@ -80,8 +80,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.prefetch_buffer_size = 2
   config.data.on_bad_video = 'error'  # error | warn (skip and count)
   config.data.video_cache_frames = 16  # decoded frames kept per video file (custom videos)
-  # Foreground masks for loss.foreground_weight: |I - median background| > threshold
-  # (max over channels, [0, 1] units); the median is over background_frames frames a video.
+  # Foreground masks for loss.foreground_weight and loss.on_foreground_weight:
+  # |I - median background| > threshold (max over channels, [0, 1] units); the median is
+  # over background_frames frames a video.
   config.data.foreground_threshold = 0.1
   config.data.background_frames = 32
   config.data.synthetic = ml_collections.ConfigDict()
@@ -147,6 +148,9 @@ def default_config() -> ml_collections.ConfigDict:
   # 0 at foreground_anneal_steps (0: constant).
   config.loss.foreground_weight = 0.0
   config.loss.foreground_anneal_steps = 0
+  # Ours, off in the paper's method: pull every keypoint onto the foreground (the other half
+  # of the chamfer distance, objective.on_foreground_loss); constant weight.
+  config.loss.on_foreground_weight = 0.0
   # Ours, off in the paper's method: push apart keypoints closer than separation_margin
   # ([-1, 1] units; 0.094 = 3 px at 64 px), objective.separation_loss.
   config.loss.separation_weight = 0.0
@@ -456,6 +460,7 @@ def validate(config: ml_collections.ConfigDict, *,
             'loss.boundary_weight', 'loss.link_weight',
             'loss.keypoint_recon_weight', 'loss.commitment_weight',
             'loss.foreground_weight', 'loss.foreground_anneal_steps',
+            'loss.on_foreground_weight',
             'loss.separation_weight', 'loss.equivariance_weight',
             'loss.equivariance_degrees', 'loss.equivariance_log_scale',
             'loss.equivariance_shift', allow_zero=True)

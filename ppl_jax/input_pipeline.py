@@ -256,13 +256,18 @@ class Normalize(grain.transforms.Map):
     return out
 
 
+def uses_foreground(loss_config: ml_collections.ConfigDict) -> bool:
+  """Whether a loss reads the batches' foreground masks (L_fg or L_on)."""
+  return loss_config.foreground_weight > 0 or loss_config.on_foreground_weight > 0
+
+
 def create_train_dataset(config: ml_collections.ConfigDict, source: base.VideoSource, *,
                          seed: int, process_index: int = 0,
                          process_count: int = 1) -> grain.IterDataset:
   """Infinite, shuffled grain dataset of training batches for this process.
 
   Yields {'image': float32 [B, S, S, 3], 'reference': float32 [B, S, S, 3]} in [-1, 1]
-  (and 'foreground' float32 [B, S, S] when config.loss.foreground_weight > 0) with B = config.batch_size // process_count and S = config.data.image_size. Each
+  (and 'foreground' float32 [B, S, S] when `uses_foreground(config.loss)`) with B = config.batch_size // process_count and S = config.data.image_size. Each
   process reads the pairs `process_index::process_count` (disjoint, covering). Iterate
   with `iter(ds)`; the iterator's `get_state()` / `set_state()` resume exactly.
   """
@@ -284,7 +289,7 @@ def create_train_dataset(config: ml_collections.ConfigDict, source: base.VideoSo
       min_frame_gap=data.min_frame_gap, max_frame_gap=data.max_frame_gap,
       random_flip=data.random_flip, mask_grid=config.model.mask_grid,
       mask_ratio=config.model.mask_ratio, mask_sampling=config.model.mask_sampling,
-      foreground_threshold=(data.foreground_threshold if config.loss.foreground_weight > 0
+      foreground_threshold=(data.foreground_threshold if uses_foreground(config.loss)
                             else 0.0),
       background_frames=data.background_frames))
   prefetch = max(1, int(data.get('prefetch_buffer_size', 2))) * local_batch

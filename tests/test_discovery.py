@@ -120,6 +120,52 @@ def test_objective_adds_the_weighted_foreground_term():
   np.testing.assert_allclose(metrics['foreground_loss'], l_fg)
 
 
+def test_on_foreground_loss_against_numpy_and_its_gradient():
+  rng = np.random.default_rng(4)
+  keypoints = rng.uniform(-1, 1, (3, 4, 2)).astype(np.float32)
+  mask = (rng.random((3, 4, 5)) < 0.3).astype(np.float32)
+  mask[2] = 0.0   # a frame without foreground adds 0
+  expected = np.zeros((3, 4))
+  for b in range(2):
+    pixels = [np.array([-1 + (2 * c + 1) / 5, -1 + (2 * r + 1) / 4])
+              for r in range(4) for c in range(5) if mask[b, r, c]]
+    for n in range(4):
+      expected[b, n] = min(np.sum((p - keypoints[b, n].astype(np.float64)) ** 2) for p in pixels)
+  loss = lambda k: objective.on_foreground_loss(k, jnp.asarray(mask))
+  np.testing.assert_allclose(loss(jnp.asarray(keypoints)), expected.mean(), rtol=1e-5)
+  # The gradient pulls each keypoint straight to its nearest foreground pixel: 2 (k - p) / (B N).
+  grad = np.asarray(jax.grad(loss)(jnp.asarray(keypoints)))
+  assert np.all(np.isfinite(grad)) and np.all(grad[2] == 0)
+  pixels = [np.array([-1 + (2 * c + 1) / 5, -1 + (2 * r + 1) / 4])
+            for r in range(4) for c in range(5) if mask[0, r, c]]
+  nearest = min(pixels, key=lambda p: np.sum((p - keypoints[0, 1]) ** 2))
+  np.testing.assert_allclose(grad[0, 1], 2 * (keypoints[0, 1] - nearest) / 12, rtol=1e-4)
+
+
+def test_objective_adds_the_on_foreground_term_and_the_pipeline_its_masks():
+  config = tiny_config()
+  config.loss.on_foreground_weight = 0.5
+  assert input_pipeline.uses_foreground(config.loss)
+  source = synthetic.from_config(config.data, 'train')
+  batch = next(iter(input_pipeline.create_train_dataset(config, source, seed=0)))
+  assert batch['foreground'].shape == batch['image'].shape[:3]
+  model = build_model(config)
+  image = jnp.asarray(batch['image'])
+  variables = model.init(jax.random.PRNGKey(0), image, image, train=False)
+  outputs = model.apply(variables, image, image, train=False)
+  mask = jnp.asarray(batch['foreground'])
+  l1 = lambda r, t: (jnp.mean(jnp.abs(r - t)), {})
+  base, _ = objective.ppl_objective(outputs, image, config.loss, l1, foreground=mask,
+                                    foreground_weight=0.0)
+  config.loss.on_foreground_weight = 0.0
+  without, _ = objective.ppl_objective(outputs, image, config.loss, l1, foreground=mask,
+                                       foreground_weight=0.0)
+  l_on = objective.on_foreground_loss(outputs['keypoints'], mask)
+  assert float(l_on) > 0
+  np.testing.assert_allclose(base, without + 0.5 * l_on, rtol=1e-6)
+  assert not input_pipeline.uses_foreground(config.loss)
+
+
 def test_foreground_weight_decays_linearly_to_zero():
   config = tiny_config()
   config.loss.foreground_weight = 2.0

@@ -17,6 +17,12 @@ L_fg   foreground assignment (ours, weight 0 in the paper's method): mean over t
        mean of the foreground pixels nearest to it (one k-means step on the moving figure), a
        gradient that reaches a limb however far it is from every keypoint and link, where the
        image loss's reaches only limbs a link already overlaps.
+L_on   keypoints on the foreground (ours, weight 0 in the paper's method): mean over the
+       keypoints of min over the foreground pixels p of ||T'_i - p||^2, batch mean. The other
+       half of L_fg's chamfer distance: L_fg moves only keypoints that are some foreground
+       pixel's nearest (a k-means cluster that loses every pixel stays dead, e.g. a keypoint in
+       the background); L_on pulls every keypoint onto the figure and is 0 anywhere on it, so it
+       can stay on for the whole run without pulling keypoints off the joints.
 L_sep  keypoint separation (ours, weight 0 in the paper's method; B-KinD has a similar
        term): sum over pairs i < j of max(0, margin - ||T'_i - T'_j||)^2, batch mean. Two
        keypoints on one part push each other apart, so one is free for an uncovered part.
@@ -75,6 +81,20 @@ def foreground_loss(keypoints, foreground):
   mask = foreground.reshape(b, h * w).astype(jnp.float32)
   per_frame = jnp.sum(mask * jnp.min(d2, axis=-1), axis=1) / jnp.maximum(mask.sum(1), 1.0)
   return jnp.mean(per_frame)
+
+
+def on_foreground_loss(keypoints, foreground):
+  """L_on for keypoints T' [B, N, 2] and a foreground mask [B, H, W] in {0, 1}; scalar.
+
+  A frame without foreground adds 0.
+  """
+  b, h, w = foreground.shape
+  grid = ops.pixel_grid(h, w)
+  d2 = jnp.sum((grid[None, :, None] - keypoints.astype(jnp.float32)[:, None]) ** 2, -1)
+  mask = foreground.reshape(b, h * w, 1) > 0
+  nearest = jnp.min(jnp.where(mask, d2, jnp.inf), axis=1)               # [B, N]
+  has_foreground = jnp.any(mask, axis=(1, 2))
+  return jnp.mean(jnp.where(has_foreground[:, None], nearest, 0.0))
 
 
 def separation_loss(keypoints, margin):
@@ -155,5 +175,10 @@ def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
     loss = loss + foreground_weight * l_fg
     metrics['loss'] = loss
     metrics['foreground_loss'] = l_fg
+    if loss_config.on_foreground_weight:
+      l_on = on_foreground_loss(outputs['keypoints'], foreground)
+      loss = loss + loss_config.on_foreground_weight * l_on
+      metrics['loss'] = loss
+      metrics['on_foreground_loss'] = l_on
   metrics.update({f'image/{k}': v for k, v in image_metrics.items()})
   return loss, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
