@@ -262,6 +262,31 @@ def test_custom_bad_inputs(tmp_path, caplog):
     custom.CustomVideosSource(tmp_path / 'missing')
 
 
+@pytest.mark.parametrize('damage', ['truncated', 'garbage', 'bad_crc'])
+def test_custom_frame_folder_with_a_corrupt_frame(tmp_path, caplog, damage):
+  folder = tmp_path / 'videos' / 'clip'
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  for i in range(5):
+    save_image(folder / f'f{i}.png', tuple(int(c) for c in rng.integers(0, 255, 3)), (16, 12))
+  bad = folder / 'f2.png'
+  data = bad.read_bytes()
+  if damage == 'truncated':
+    bad.write_bytes(data[:len(data) // 2])
+  elif damage == 'garbage':
+    bad.write_bytes(rng.integers(0, 256, len(data), dtype=np.uint8).tobytes())
+  else:   # one byte of the image data changed: the chunk's CRC no longer matches
+    at = data.index(b'IDAT') + 6
+    bad.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+  with pytest.raises(DataError, match='f2.png'):
+    custom.CustomVideosSource(tmp_path / 'videos')
+  with caplog.at_level(logging.WARNING):
+    source = custom.CustomVideosSource(tmp_path / 'videos', on_bad='warn')
+  assert source.num_frames(0) == 4 and 'skipped 1 of 5 frames' in caplog.text
+  for i in range(4):   # every remaining frame decodes
+    assert source.frame(0, i).shape == (12, 16, 3)
+
+
 def test_custom_dlc_labels_on_video_frames(tmp_path):
   videos = tmp_path / 'videos'
   videos.mkdir()

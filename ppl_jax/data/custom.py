@@ -67,9 +67,7 @@ def _discover(root: Path, on_bad: str, cache_size: int):
       if entry.is_file():
         clips.append(video.VideoReader(entry, cache_size=cache_size))
       else:
-        frames = video.list_images(entry)
-        video.image_size(frames[0])  # fails early on an unreadable first frame
-        clips.append(video.ImageSequence(frames, name=str(entry)))
+        clips.append(video.ImageSequence(_readable_frames(entry, on_bad), name=str(entry)))
     except DataError as e:
       handle_bad(on_bad, e, skipped)
   log_skipped(skipped, len(candidates), 'videos', str(root))
@@ -77,6 +75,22 @@ def _discover(root: Path, on_bad: str, cache_size: int):
     raise DataError(f'{root}: none of the {len(candidates)} videos could be read; '
                     'see the warnings above.')
   return clips
+
+
+def _readable_frames(folder: Path, on_bad: str) -> List[Path]:
+  """The frames of a frame folder, each checked whole (`video.check_image`): a bad one
+  raises (on_bad='error') or is skipped with a warning ('warn')."""
+  frames, skipped = [], []
+  for path in video.list_images(folder):
+    try:
+      video.check_image(path)
+      frames.append(path)
+    except DataError as e:
+      handle_bad(on_bad, e, skipped)
+  log_skipped(skipped, len(skipped) + len(frames), 'frames', str(folder))
+  if not frames:
+    raise DataError(f'{folder}: none of its {len(skipped)} frames could be read.')
+  return frames
 
 
 def _clip_key(clip) -> str:

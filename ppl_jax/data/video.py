@@ -71,6 +71,19 @@ def read_image(path: PathLike) -> np.ndarray:
     return np.asarray(image.convert('RGB'), dtype=np.uint8)
 
 
+def check_image(path: PathLike):
+  """(width, height) of an image file whose whole content is checked without decoding
+  its pixels (PIL's `verify`: PNG chunk CRCs, a truncated file); DataError naming it."""
+  with _open_image(path) as image:
+    size = image.size
+    try:
+      image.verify()
+    except (OSError, ValueError, SyntaxError) as e:   # PIL raises all three for bad files
+      raise DataError(f'{path}: a corrupt image ({e}); re-save it as PNG or JPEG, or '
+                      'remove it.') from e
+  return size
+
+
 def image_size(path: PathLike):
   """(width, height) of an image file, read from its header only."""
   with _open_image(path) as image:
