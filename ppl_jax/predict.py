@@ -49,6 +49,7 @@ from ppl_jax.data import base
 from ppl_jax.data import dlc
 from ppl_jax.data import video
 from ppl_jax.data.errors import DataError
+from ppl_jax.evaluation import blob_tracker
 from ppl_jax.evaluation import figures
 from ppl_jax.evaluation import prior_quality
 from ppl_jax.evaluation import regression
@@ -190,7 +191,9 @@ def evaluate_labels(restored: evaluate.Restored, source: dlc.LabeledFramesSource
   least 1), fits `regression.fit_regression` (least squares with bias per body
   part and coordinate, pixels) from the N keypoints to the G labelled body parts
   on the fit part, and reports the mean L2 error in pixels on the held-out part,
-  next to a baseline that predicts each body part's mean labelled position.
+  next to baselines fitted and scored the same way: each body part's mean labelled
+  position, and the background-subtraction tracker (`evaluation.blob_tracker`: its blob
+  centroid and major-axis ends, and its centroid alone).
   """
   _check_labels(source, train_fraction)
   count = source.num_videos
@@ -212,6 +215,16 @@ def evaluate_labels(restored: evaluate.Restored, source: dlc.LabeledFramesSource
   baseline = regression.evaluate_regression(
       regression.fit_regression(no_features[fit], truth[fit], visible[fit]),
       no_features[held], truth[held], visible[held], units='pixels')
+  # The background-subtraction tracker, fitted and scored the same way: its three points,
+  # and its centroid alone.
+  blobs = blob_tracker.track(lambda v: source.frame(v, 0),
+                             [source.video_name(v) for v in range(count)],
+                             restored.config.data.foreground_threshold)
+  tracker = {}
+  for name, points in (('blob_tracker_baseline', blobs), ('centroid_baseline', blobs[:, :1])):
+    tracker[name] = regression.evaluate_regression(
+        regression.fit_regression(points[fit], truth[fit], visible[fit], bias=True),
+        points[held], truth[held], visible[held], units='pixels').value
   names = source.joint_names
   per_joint = {n: e for n, e in zip(names, result.details['per_joint'])}
   return evaluate.jsonable({
@@ -223,7 +236,7 @@ def evaluate_labels(restored: evaluate.Restored, source: dlc.LabeledFramesSource
       'fit_images': [source.video_name(int(v)) for v in fit],
       'heldout_images': [source.video_name(int(v)) for v in held],
       'per_bodypart': per_joint,
-      'mean_position_baseline': baseline.value})
+      'mean_position_baseline': baseline.value, **tracker})
 
 
 def predict(workdir: str, out_dir: str, *, video_path: Optional[str] = None,
@@ -319,7 +332,9 @@ def main(argv):
     print(f'Held-out error on {report["num_heldout_images"]} labelled images '
           f'({report["heldout_labels"]} labelled body parts): {report["value"]:.2f} px '
           f'(mean L2; each body part\'s mean position: '
-          f'{report["mean_position_baseline"]:.2f} px)', flush=True)
+          f'{report["mean_position_baseline"]:.2f} px; a background-subtraction tracker\'s '
+          f'blob centroid and major-axis ends: {report["blob_tracker_baseline"]:.2f} px, its '
+          f'centroid alone: {report["centroid_baseline"]:.2f} px)', flush=True)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 import pytest
+from scipy import ndimage
 
 from ppl_jax import cli
 from ppl_jax import evaluate
@@ -163,6 +164,28 @@ def test_labels_heldout_error(restored, workdir, tmp_path):
                for h in held if visible[h, g]]
   np.testing.assert_allclose(report['value'], np.mean(errors), rtol=1e-3)
   assert report['heldout_labels'] == len(errors)
+  # The tracker baselines, re-derived: the median of the folder's images, the largest
+  # foreground blob, its centroid and major-axis ends, and the same least squares.
+  median = np.sort(np.stack(frames), axis=0)[(len(frames) - 1) // 2].astype(np.int16)
+  points = []
+  for frame in frames:
+    mask = np.abs(frame.astype(np.int16) - median).max(-1) > 0.1 * 255
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    rows, cols = np.nonzero(labels == 1 + np.argmax(np.bincount(labels.ravel())[1:]))
+    xy = np.stack([cols, rows], 1).astype(np.float64)
+    values, vectors = np.linalg.eigh(np.cov(xy.T))
+    half = 2 * np.sqrt(values[-1]) * vectors[:, -1]
+    ends = sorted([xy.mean(0) - half, xy.mean(0) + half], key=tuple)
+    points.append([xy.mean(0), *ends])
+  points = np.asarray(points)
+  for key, used in (('blob_tracker_baseline', points), ('centroid_baseline', points[:, :1])):
+    design = np.concatenate([used.reshape(len(frames), -1), np.ones((len(frames), 1))], 1)
+    errors = []
+    for g in range(truth.shape[1]):
+      rows = [f for f in fit if visible[f, g]]
+      beta = np.linalg.lstsq(design[rows], truth[rows, g], rcond=None)[0]
+      errors += [np.linalg.norm(design[h] @ beta - truth[h, g]) for h in held if visible[h, g]]
+    np.testing.assert_allclose(report[key], np.mean(errors), rtol=1e-6, err_msg=key)
 
 
 def _assert_no_files(out):
