@@ -165,7 +165,6 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
                                        state, new_state)
     new_state['step'] = jnp.where(halted, state['step'],
                                   jnp.where(finite, state['step'] + 1, -(state['step'] + 1)))
-    metrics['step'] = new_state['step']
     return new_state, metrics
 
   def eval_step(state, batch):
@@ -222,9 +221,9 @@ def _check_finite(step: int, metrics: Dict[str, float]) -> None:
         f'checkpoint is kept. {_NONFINITE_HINT}')
 
 
-def _halted_at(metrics: Dict[str, float]) -> Optional[int]:
+def _halted_at(state) -> Optional[int]:
   """The step whose loss or gradient was non-finite (train_step halted there), or None."""
-  step = int(metrics['step'])
+  step = int(jax.device_get(state['step']))
   return -step if step < 0 else None
 
 
@@ -340,11 +339,10 @@ def _train_loop(config, setup, state, step, data_iter, ckpt, writer,
     if log_now or save_now:
       # Never log or checkpoint a diverged state.
       metrics = {k: float(v) for k, v in jax.device_get(pending_metrics).items()}
-      failed = _halted_at(metrics)
+      failed = _halted_at(state)
       if failed is not None:
         _stop_nonfinite(failed, step, setup, state, data_iter, ckpt)
       _check_finite(step, metrics)
-      del metrics['step']
     if log_now:
       now = time.perf_counter()
       steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
