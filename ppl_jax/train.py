@@ -50,8 +50,9 @@ class TrainSetup:
 
   init(): the initial state, sharded. train_step(state, batch, vgg_params) ->
   (state, metrics). loss_and_grads(state, batch, vgg_params) -> (metrics, mutable
-  collection updates, gradients w.r.t. params), replicated. eval_step(state, batch) -> batch with 'predicted' [B, N, 2]
-  added, replicated. summary_step(state, batch) -> outputs of the first rows.
+  collection updates, gradients w.r.t. params), replicated. eval_step(state, batch) ->
+  batch with 'predicted' [B, N, 2] added, replicated. summary_step(state, batch) ->
+  outputs of the first rows.
   """
   model: PPL
   mesh: jax.sharding.Mesh
@@ -326,6 +327,9 @@ def _train_loop(config, setup, state, step, data_iter, ckpt, writer,
   pending_metrics = None
   while step < num_steps:
     if watcher.should_stop():
+      failed = _halted_at(state)
+      if failed is not None:   # never save a halted state as if it were of this step
+        _stop_nonfinite(failed, step, setup, state, data_iter, ckpt)
       logging.warning('%s received: saving a checkpoint at step %d and exiting (a second '
                       'Ctrl-C exits at once without saving).', watcher.received, step)
       ckpt.save(step, state, data_iter, force=True)

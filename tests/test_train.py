@@ -96,9 +96,22 @@ def test_frozen_priors_stay_put():
   assert any(moved)
 
 
-def test_nonfinite_step_halts_and_saves_the_last_finite_state(tiny_setup, tmp_path):
-  """A NaN batch at step 5 of a run that syncs only every 10 steps: the run stops naming
-  step 5 and saves the state of step 4, equal to four clean steps run independently."""
+class _StopAt:
+  """A PreemptionWatcher stand-in whose stop request arrives before step `step` + 1."""
+
+  def __init__(self, step):
+    self.calls, self.step, self.received = 0, step, 'SIGTERM'
+
+  def should_stop(self):
+    self.calls += 1
+    return self.calls > self.step
+
+
+@pytest.mark.parametrize('noticed', ['at the log step', 'by a SIGTERM at step 7'])
+def test_nonfinite_step_halts_and_saves_the_last_finite_state(tiny_setup, tmp_path, noticed):
+  """A NaN batch at step 5 of a run that syncs only every 10 steps (or gets SIGTERM at step
+  7): the run stops naming step 5 and saves the state of step 4, equal to four clean steps
+  run independently."""
   config, setup = tiny_setup
   config = copy.deepcopy(config)
   config.log_every_steps = 10
@@ -112,9 +125,11 @@ def test_nonfinite_step_halts_and_saves_the_last_finite_state(tiny_setup, tmp_pa
   ckpt = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'), every_steps=100, keep=2,
                                     use_async=False)
   writer = metric_writers.MetricWriter(str(tmp_path))
-  with pytest.raises(FloatingPointError, match='at step 5 .noticed at step 10.*state of step 4'):
-    train._train_loop(config, setup, setup.init(), 0, data_iter, ckpt, writer,
-                      checkpointing.PreemptionWatcher())
+  sigterm = noticed.startswith('by')
+  watcher = _StopAt(7) if sigterm else checkpointing.PreemptionWatcher()
+  with pytest.raises(FloatingPointError,
+                     match=f'at step 5 .noticed at step {7 if sigterm else 10}.*state of step 4'):
+    train._train_loop(config, setup, setup.init(), 0, data_iter, ckpt, writer, watcher)
   writer.close()
   assert ckpt.latest_step() == 4
   saved = ckpt.restore(setup.abstract_state, iter(grain.MapDataset.source(poisoned)
