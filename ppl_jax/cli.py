@@ -37,9 +37,9 @@ def _override_error(argv: Sequence[str], error: Exception) -> str:
   for arg in argv:
     name = arg.split('=', 1)[0]
     if name.startswith('--config.') and key in name[len('--config.'):].split('.'):
-      return (f'{name}: the config has no field {key!r}'
-              + (f' ({hint.group(0).replace(chr(34), chr(39))}?)' if hint else
-                 ' (see the config file for the fields it defines)') + '.')
+      advice = (hint.group(0).replace('"', "'") + '?' if hint
+                else 'see the config file for the fields it defines')
+      return f'{name}: the config has no field {key!r} ({advice}).'
   return f'a --config override was rejected: {text}'
 
 
