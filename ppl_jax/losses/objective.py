@@ -70,15 +70,20 @@ def link_loss(prior, keypoints, connectivity):
   return jnp.mean(jnp.sum(connectivity * jnp.abs(before - after), axis=(1, 2)))
 
 
+def _pixel_keypoint_d2(keypoints, size):
+  """Squared distances [B, H*W, N] from the pixel centres of an H x W = `size` grid to the
+  keypoints [B, N, 2] ([-1, 1] units)."""
+  grid = ops.pixel_grid(*size)
+  return jnp.sum((grid[None, :, None] - keypoints.astype(jnp.float32)[:, None]) ** 2, -1)
+
+
 def foreground_loss(keypoints, foreground):
   """L_fg for keypoints T' [B, N, 2] and a foreground mask [B, H, W] in {0, 1}; scalar.
 
   Pixel centres are on the half-pixel [-1, 1] grid; a frame without foreground adds 0.
   """
-  b, h, w = foreground.shape
-  grid = ops.pixel_grid(h, w)
-  d2 = jnp.sum((grid[None, :, None] - keypoints.astype(jnp.float32)[:, None]) ** 2, -1)
-  mask = foreground.reshape(b, h * w).astype(jnp.float32)
+  d2 = _pixel_keypoint_d2(keypoints, foreground.shape[1:])
+  mask = foreground.reshape(foreground.shape[0], -1).astype(jnp.float32)
   per_frame = jnp.sum(mask * jnp.min(d2, axis=-1), axis=1) / jnp.maximum(mask.sum(1), 1.0)
   return jnp.mean(per_frame)
 
@@ -88,10 +93,8 @@ def on_foreground_loss(keypoints, foreground):
 
   A frame without foreground adds 0.
   """
-  b, h, w = foreground.shape
-  grid = ops.pixel_grid(h, w)
-  d2 = jnp.sum((grid[None, :, None] - keypoints.astype(jnp.float32)[:, None]) ** 2, -1)
-  mask = foreground.reshape(b, h * w, 1) > 0
+  d2 = _pixel_keypoint_d2(keypoints, foreground.shape[1:])
+  mask = foreground.reshape(foreground.shape[0], -1, 1) > 0
   nearest = jnp.min(jnp.where(mask, d2, jnp.inf), axis=1)               # [B, N]
   has_foreground = jnp.any(mask, axis=(1, 2))
   return jnp.mean(jnp.where(has_foreground[:, None], nearest, 0.0))
