@@ -17,6 +17,7 @@ from ppl_jax import input_pipeline
 from ppl_jax.data import base
 from ppl_jax.data import prepare as prepare_lib
 from ppl_jax.data import tfds_builders
+from ppl_jax.data.errors import DataError
 
 
 class RampVideos(base.VideoSource):
@@ -224,6 +225,26 @@ def test_prepare_rejects_bad_flags(tmp_path):
     prepare_lib.prepare('kinetics', str(tmp_path), str(tmp_path))
   with pytest.raises(FileNotFoundError, match='--manual_dir'):
     prepare_lib.prepare('h36m', str(tmp_path / 'missing'), str(tmp_path))
+
+
+def test_failed_prepare_removes_what_it_created(tmp_path):
+  pytest.importorskip('ppl_jax.data.taichi')
+  raw, out = tmp_path / 'raw', tmp_path / 'out'
+  raw.mkdir()
+  with pytest.raises(FileNotFoundError, match="--manual_dir=.* is empty. Point --manual_dir"):
+    prepare_lib.prepare('taichi', str(raw), str(out / 'deeper'))
+  assert not out.exists()
+  # A folder of the wrong layout fails inside tfds, after it made its folders: they go again,
+  # and what was in data_dir before stays.
+  (raw / 'notes.txt').write_text('not a dataset')
+  out.mkdir()
+  (out / 'mine.txt').write_text('keep')
+  with pytest.raises(DataError, match='train: folder not found'):
+    prepare_lib.prepare('taichi', str(raw), str(out))
+  assert sorted(p.name for p in out.iterdir()) == ['mine.txt']
+  with pytest.raises(DataError, match='train: folder not found'):
+    prepare_lib.prepare('taichi', str(raw), str(tmp_path / 'new' / 'out'))
+  assert not (tmp_path / 'new').exists()
 
 
 def test_prepare_command_line(tmp_path):

@@ -8,6 +8,7 @@ a tqdm progress bar per split. No TensorFlow needed (see `tfds_builders`).
 """
 
 import os
+import shutil
 
 from absl import flags
 from absl import logging
@@ -24,15 +25,38 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None,
                                 'Output folder (becomes config.data.data_dir).')
 
 
+def _topmost_missing(path: str):
+  """The highest folder on the way to `path` that does not exist yet (None if it exists)."""
+  path, missing = os.path.abspath(path), None
+  while not os.path.exists(path):
+    missing, path = path, os.path.dirname(path)
+  return missing
+
+
 def prepare(dataset: str, manual_dir: str, data_dir: str) -> str:
-  """Prepares `dataset` from `manual_dir` into `data_dir`; returns the version folder."""
+  """Prepares `dataset` from `manual_dir` into `data_dir`; returns the version folder.
+
+  On failure, the folders it created are removed again.
+  """
   if dataset not in tfds_builders.BUILDERS:
     raise ValueError(f'--dataset={dataset!r}: use one of {sorted(tfds_builders.BUILDERS)}.')
-  if not os.path.isdir(manual_dir):
-    raise FileNotFoundError(f'--manual_dir={manual_dir!r} is not a directory.')
-  builder = tfds_builders.BUILDERS[dataset](data_dir=data_dir, file_format='array_record')
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  builder_class = tfds_builders.BUILDERS[dataset]
+  if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+    problem = 'is empty' if os.path.isdir(manual_dir) else 'is not a directory'
+    raise FileNotFoundError(
+        f'--manual_dir={manual_dir!r} {problem}. '
+        + ' '.join(builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS.split()))
+  # tfds writes data_dir/<name>/<version> and data_dir/downloads.
+  created = {_topmost_missing(os.path.join(data_dir, folder))
+             for folder in (builder_class.name, 'downloads')} - {None}
+  try:
+    builder = builder_class(data_dir=data_dir, file_format='array_record')
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except BaseException:
+    for folder in created:
+      shutil.rmtree(folder, ignore_errors=True)
+    raise
   for split, info in builder.info.splits.items():
     logging.info('%s %s: %d frames in %s', dataset, split, info.num_examples,
                  builder.data_path)
