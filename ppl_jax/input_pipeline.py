@@ -61,9 +61,28 @@ def build_source(data_config: ml_collections.ConfigDict, split: str) -> base.Vid
   if not os.path.isdir(root):
     raise FileNotFoundError(
         f'config.data.root={root!r} (config.data.name={name!r}) is not a directory.')
-  return raw.raw_source(name, root, split, labels=data_config.get('labels', '') or None,
-                    on_bad=data_config.get('on_bad_video', 'error'),
-                    video_cache_frames=data_config.get('video_cache_frames', 16))
+  source = raw.raw_source(name, root, split, labels=data_config.get('labels', '') or None,
+                          on_bad=data_config.get('on_bad_video', 'error'),
+                          video_cache_frames=data_config.get('video_cache_frames', 16))
+  if hasattr(source, 'frame_size'):
+    warn_if_upscaled(source, data_config.image_size)
+  return source
+
+
+def warn_if_upscaled(source: base.VideoSource, size: int) -> None:
+  """One warning naming the videos whose frames are enlarged to `size` (by the shorter side);
+  enlarging adds no detail and blurs the parts the model has to find."""
+  small = []
+  for v in range(source.num_videos):
+    width, height = source.frame_size(v)
+    if min(width, height) < size:
+      small.append(f'{source.video_name(v)} ({width}x{height})')
+  if small:
+    logging.warning(
+        '%d of %d videos are smaller than config.data.image_size=%d and are upscaled: %s. '
+        'Set config.data.image_size to at most their size (a multiple of 16) or use larger '
+        'videos.', len(small), source.num_videos, size, ', '.join(small[:5])
+        + (', ...' if len(small) > 5 else ''))
 
 
 def _gap_bounds(min_gap: int, max_gap: int):

@@ -216,6 +216,33 @@ def test_custom_folder_of_videos_and_frame_folders(tmp_path):
   assert source.labels(0, 0) is None and source.joint_names is None
 
 
+def test_custom_videos_smaller_than_the_image_size_are_named(tmp_path, caplog):
+  from ppl_jax import config as config_lib   # pylint: disable=g-import-not-at-top
+  from ppl_jax import input_pipeline         # pylint: disable=g-import-not-at-top
+  video.write_video(tmp_path / 'small.avi', np.zeros((3, 16, 16, 3), np.uint8), fps=5)
+  video.write_video(tmp_path / 'wide.avi', np.zeros((3, 48, 80, 3), np.uint8), fps=5)
+  video.write_video(tmp_path / 'large.avi', np.zeros((3, 64, 96, 3), np.uint8), fps=5)
+  for t in range(3):
+    save_image(tmp_path / 'frames' / f'{t}.png', (t, t, t), (20, 70))   # 20 wide, 70 high
+  source = custom.CustomVideosSource(tmp_path)
+  assert [source.frame_size(v) for v in range(4)] == [(20, 70), (96, 64), (16, 16), (80, 48)]
+  data = config_lib.default_config().data
+  data.name, data.root, data.image_size = 'custom', str(tmp_path), 64
+  with caplog.at_level(logging.WARNING):
+    input_pipeline.build_source(data, 'train')
+  [record] = [r for r in caplog.records if 'upscaled' in r.getMessage()]
+  message = record.getMessage()
+  assert message.startswith('3 of 4 videos are smaller than config.data.image_size=64')
+  for name in ('frames (20x70)', 'small.avi (16x16)', 'wide.avi (80x48)'):
+    assert name in message
+  assert 'large.avi' not in message
+  caplog.clear()
+  data.image_size = 16
+  with caplog.at_level(logging.WARNING):
+    input_pipeline.build_source(data, 'train')
+  assert not [r for r in caplog.records if 'upscaled' in r.getMessage()]
+
+
 def test_custom_single_video_file(tmp_path):
   frames = np.stack([np.full((4, 6, 3), 30 * t, np.uint8) for t in range(3)])
   video.write_video(tmp_path / 'one.avi', frames, fps=10)

@@ -202,6 +202,13 @@ class CustomVideosSource(base.VideoSource):
     """(video, frame) pairs that have labels, sorted."""
     return sorted(self._label_rows)
 
+  def frame_size(self, video_index: int) -> Tuple[int, int]:
+    """(width, height) in pixels of the video's frames, from its index or first header."""
+    clip = self._clips[video_index]
+    if isinstance(clip, video.VideoReader):
+      return clip.info.width, clip.info.height
+    return video.image_size(clip.paths[0])
+
   def video_name(self, video_index: int) -> str:
     return self._clips[video_index].name
 
