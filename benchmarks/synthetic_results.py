@@ -77,11 +77,11 @@ def _train_command(config_arg, overrides, workdir, seed):
 
 def _train(config_arg, overrides, workdir, seed):
   """Runs training unless the final checkpoint exists; returns (command, seconds)."""
-  from ppl_jax import config as config_lib, evaluate  # pylint: disable=g-import-not-at-top
+  from ppl_jax import config as config_lib, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   command = _train_command(config_arg, overrides, workdir, seed)
   final = FLAGS.steps or config_lib.load_config_file(config_arg).num_train_steps
   try:
-    done = final in evaluate.checkpoint_steps(workdir)
+    done = final in workdir_lib.checkpoint_steps(workdir)
   except FileNotFoundError:
     done = False
   if done and not FLAGS.retrain:
@@ -97,14 +97,11 @@ def _train(config_arg, overrides, workdir, seed):
 
 def _evaluate_untrained(workdir, seed):
   """evaluate_run on the initial state of the default config (no checkpoint needed)."""
-  from ppl_jax import config as config_lib, evaluate, sharding, train  # pylint: disable=g-import-not-at-top
+  from ppl_jax import config as config_lib, evaluate, inference, sharding, train_state  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config_file(CONFIG)
   config.seed = seed
-  setup = train.create_train_setup(config, sharding.make_mesh())
-  state = setup.init()
-  restored = evaluate.Restored(config=config, workdir=workdir, setup=setup, state=state,
-                               step=0, steps=[0],
-                               variables=train.model_variables(state))
+  layout = train_state.state_layout(config, sharding.make_mesh())
+  restored = inference.from_state(config, workdir, layout, layout.init(), step=0, steps=[0])
   out = os.path.join(workdir, 'eval')
   if os.path.exists(out):
     shutil.rmtree(out)

@@ -317,14 +317,14 @@ def component_programs(config, setup, state):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ppl_jax import train  # pylint: disable=g-import-not-at-top
+  from ppl_jax import train_state  # pylint: disable=g-import-not-at-top
   from ppl_jax.losses import make_image_loss  # pylint: disable=g-import-not-at-top
   model = setup.model
   b, s, n = config.batch_size, config.data.image_size, config.model.num_parts
   rng = np.random.default_rng(1)
   image = jnp.asarray(rng.uniform(-1, 1, (b, s, s, 3)), jnp.float32)
   decoder_in = jnp.asarray(rng.uniform(-1, 1, (b, s, s, 4)), jnp.float32)
-  variables = jax.tree_util.tree_map(jnp.copy, train.model_variables(state))  # state is donated
+  variables = jax.tree_util.tree_map(jnp.copy, train_state.model_variables(state))  # state is donated
   params, others = variables['params'], {k: v for k, v in variables.items() if k != 'params'}
 
   def encoder_loss(params, image):

@@ -23,6 +23,9 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the full traceback of an er
 
 def _fail(prog: str, message: str) -> None:
   print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
+  # A library's reads still pending when the error surfaced (orbax's restore coroutines of
+  # a checkpoint that does not fit) would print their own tracebacks at exit.
+  sys.unraisablehook = lambda unraisable: None
   sys.exit(EXIT_USER_ERROR)
 
 

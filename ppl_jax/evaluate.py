@@ -36,14 +36,11 @@ This driver evaluates all test frames (or --max_eval_frames of them);
 config.eval_max_batches, which limits training's end-of-run evaluation, is not used.
 """
 
-import copy
-import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Optional
 
 from absl import flags
 from absl import logging
@@ -51,226 +48,31 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
-import orbax.checkpoint as ocp
 
 from ppl_jax import cli
-from ppl_jax import config as config_lib
+from ppl_jax import inference
 from ppl_jax import input_pipeline
 from ppl_jax import provenance
-from ppl_jax import sharding
-from ppl_jax import train
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import base
 from ppl_jax.evaluation import discovery
 from ppl_jax.evaluation import figures
 from ppl_jax.evaluation import iterative
 from ppl_jax.evaluation import matching
+from ppl_jax.evaluation.mean_pose import mean_training_pose
 from ppl_jax.evaluation import occlusion
 from ppl_jax.evaluation import prior_quality
 from ppl_jax.evaluation import regression
+from ppl_jax.evaluation.strict_json import jsonable
 
 MATCHING_PROTOCOL = 'min_cost_flow_matching'
 MEAN_POSE_PROTOCOL = 'mean_training_pose_min_cost_flow_matching'
 DRIFT_PROTOCOL = 'prior_drift_between_checkpoints'
 IMAGE_SIDE_UNITS = 'L2 / image size x 100'
 STRIP_MASKINGS = (occlusion.RandomMasking(0.3), occlusion.CenterMasking(8))
-_OVERLAY_FRAMES = 8
-
-
-# --- config and checkpoints (also used by ppl_jax.predict) -------------------
-
-def load_config(workdir: str,
-                config: Optional[ml_collections.ConfigDict] = None
-                ) -> ml_collections.ConfigDict:
-  """`config` if given, else DIR/config.json (written by training) on the defaults.
-
-  JSON turns tuples into lists; fields whose default is a tuple get tuples back.
-  """
-  if config is not None:
-    return config
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'{path} not found: training writes it into its workdir. Pass the training '
-        'config explicitly, e.g. --config=configs/synthetic.py.')
-  try:
-    with open(path) as f:
-      values = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f'{path} cannot be read as JSON ({e}); pass --config=... '
-                     'instead.') from e
-  result = config_lib.default_config()
-  _merge(result, values)
-  return result
-
-
-def _as_tuples(value):
-  if isinstance(value, list):
-    return tuple(_as_tuples(v) for v in value)
-  return value
-
-
-def _merge(node: ml_collections.ConfigDict, values: Dict[str, Any]) -> None:
-  for key, value in values.items():
-    current = node.get(key)
-    if isinstance(value, dict) and isinstance(current, ml_collections.ConfigDict):
-      _merge(current, value)
-      continue
-    if isinstance(current, tuple) or current is None:
-      value = _as_tuples(value)
-    # JSON cannot say int from float for values like 1.0, nor keep tuples.
-    with node.ignore_type():
-      node[key] = value
-
-
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
-
-
-def _manager(workdir: str) -> ocp.CheckpointManager:
-  # read_only: evaluating must never create, delete or rewrite checkpoints.
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=('state', 'data_iter'))
-
-
-def checkpoint_steps(workdir: str) -> List[int]:
-  """Sorted steps of the complete checkpoints in DIR/checkpoints (raises if none)."""
-  directory = checkpoint_dir(workdir)
-  steps = []
-  if os.path.isdir(directory):
-    manager = _manager(workdir)
-    steps = sorted(manager.all_steps())
-    manager.close()
-  if not steps:
-    raise FileNotFoundError(
-        f'No checkpoint in {directory}: train first (python -m ppl_jax.main '
-        f'--config=... --workdir={workdir}) or pass the workdir of a trained run.')
-  return steps
-
-
-@dataclasses.dataclass
-class Restored:
-  """A restored run: the compiled setup, the train state of `step`, its variables."""
-  config: ml_collections.ConfigDict
-  workdir: str
-  setup: train.TrainSetup
-  state: Any
-  step: int
-  steps: List[int]          # every kept checkpoint step, ascending
-  variables: Dict[str, Any]  # for model.apply: params (+ batch_stats, memory)
-
-  def restore_step(self, step: int) -> Dict[str, Any]:
-    """Model variables of another kept checkpoint."""
-    return train.model_variables(_restore_state(self.setup, self.config, self.workdir, step))
-
-
-def _restore_state(setup, config, workdir, step):
-  manager = _manager(workdir)
-  try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(setup.abstract_state)))
-  except Exception as e:  # orbax raises several types on a structure mismatch
-    raise ValueError(
-        f'The checkpoint of step {step} in {checkpoint_dir(workdir)} does not match '
-        f'the model built from the config (data.image_size='
-        f'{config.data.image_size}, model.num_parts={config.model.num_parts}): pass '
-        f'the config the run was trained with (its workdir/config.json). ({e})') from e
-  finally:
-    manager.close()
-  return restored['state']
-
-
-def restore(config: ml_collections.ConfigDict, workdir: str,
-            step: Optional[int] = None) -> Restored:
-  """Restores checkpoint `step` (default: the latest) of `workdir` for inference."""
-  steps = checkpoint_steps(workdir)
-  step = steps[-1] if step is None else int(step)
-  if step not in steps:
-    raise ValueError(f'No checkpoint of step {step} in {checkpoint_dir(workdir)}; '
-                     f'kept steps: {steps}.')
-  # The image loss is not used here: a pixel loss avoids loading VGG weights,
-  # and the train-state layout does not depend on the loss.
-  setup_config = copy.deepcopy(config)
-  setup_config.loss.perceptual = 'none'
-  setup_config.loss.pixel = 'l1'
-  setup = train.create_train_setup(setup_config, sharding.make_mesh())
-  state = _restore_state(setup, config, workdir, step)
-  logging.info('Restored step %d of %s (kept: %s)', step, workdir, steps)
-  return Restored(config=config, workdir=workdir, setup=setup, state=state, step=step,
-                  steps=steps, variables=train.model_variables(state))
 
 
 # --- evaluation --------------------------------------------------------------
-
-def eval_batches(config, source: base.VideoSource, max_frames: int = 0
-                 ) -> Iterator[Dict[str, np.ndarray]]:
-  """`input_pipeline.create_eval_dataset` batches, limited to the first max_frames
-  labelled frames (0 = all) by clearing 'valid' beyond them."""
-  count = 0
-  dataset = input_pipeline.create_eval_dataset(config, source,
-                                               batch_size=config.eval_batch_size)
-  for batch in dataset:
-    if max_frames and count >= max_frames:
-      return
-    valid = np.asarray(batch['valid'], bool).copy()
-    if max_frames:
-      valid[np.flatnonzero(valid)[max_frames - count:]] = False
-    count += int(valid.sum())
-    yield dict(batch, valid=valid)
-
-
-@dataclasses.dataclass
-class Predictions:
-  """Keypoints on labelled frames, all (x, y) in [-1, 1].
-
-  predicted [F, N, 2]; keypoints (ground truth) [F, G, 2]; visible bool [F, G];
-  first_images [<=8, S, S, 3] in [-1, 1] and first_predicted [<=8, N, 2] (figures).
-  """
-  predicted: np.ndarray
-  keypoints: np.ndarray
-  visible: np.ndarray
-  first_images: np.ndarray
-  first_predicted: np.ndarray
-
-
-def predict_split(restored: Restored, split: str, max_frames: int = 0, *,
-                  source: Optional[base.VideoSource] = None) -> Predictions:
-  """Runs the jitted eval step on the labelled frames of `split` (or `source`)."""
-  config, setup = restored.config, restored.setup
-  if source is None:
-    source = input_pipeline.build_source(config.data, split)
-  predicted, keypoints, visible, images = [], [], [], []
-  for out in train.eval_outputs(setup, restored.state, eval_batches(config, source, max_frames)):
-    predicted.append(out['predicted'])
-    keypoints.append(out['keypoints'])
-    visible.append(out['visible'])
-    if sum(len(i) for i in images) < _OVERLAY_FRAMES:
-      images.append(out['image'])
-  if not predicted or not sum(len(p) for p in predicted):
-    raise ValueError(f'The {split!r} split of config.data.name={config.data.name!r} '
-                     'has no labelled frames to evaluate.')
-  predicted = np.concatenate(predicted)
-  images = np.concatenate(images)[:_OVERLAY_FRAMES]
-  return Predictions(predicted, np.concatenate(keypoints), np.concatenate(visible),
-                     images, predicted[:len(images)])
-
-
-def jsonable(value):
-  """numpy -> lists; NaN / inf -> None (strict JSON has no NaN)."""
-  if isinstance(value, dict):
-    return {str(k): jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [jsonable(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return jsonable(value.tolist())
-  if isinstance(value, (np.bool_, bool)):
-    return bool(value)
-  if isinstance(value, (np.integer, int)):
-    return int(value)
-  if isinstance(value, (np.floating, float)):
-    return float(value) if math.isfinite(value) else None
-  return value
-
 
 def _entry(result: regression.ProtocolResult, *, split: str, step: int,
            **extra) -> Dict[str, Any]:
@@ -289,7 +91,7 @@ def _matched(predicted, keypoints, visible) -> matching.MatchResult:
   return matching.matched_error(predicted / 2, keypoints / 2, visible)
 
 
-def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
+def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames: int = 0,
                  max_fit_frames: int = 0, skip_occlusion: bool = False,
                  skip_regression: bool = False, num_iterations: int = 4
                  ) -> Dict[str, Any]:
@@ -306,7 +108,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
 
   # Clean test frames: matched error (fixes the assignment for everything else).
   test_source = input_pipeline.build_source(config.data, 'test')
-  test = predict_split(restored, 'test', max_eval_frames, source=test_source)
+  test = inference.predict_split(restored, 'test', max_eval_frames, source=test_source)
   match = _matched(test.predicted, test.keypoints, test.visible)
   results['matched_error'] = jsonable({
       'protocol': MATCHING_PROTOCOL, 'value': 100 * match.error,
@@ -343,7 +145,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
 
   train_source = input_pipeline.build_source(config.data, 'train')
   try:
-    mean_pose = train.mean_training_pose(train_source)
+    mean_pose = mean_training_pose(train_source)
   except ValueError as e:  # a training split without labels
     results['mean_pose_baseline'] = _skipped(f'mean-pose baseline: {e}')
   else:
@@ -359,7 +161,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
     results['regression'] = _skipped('--skip_regression')
   else:
     try:
-      fit = predict_split(restored, 'train_eval', max_fit_frames)
+      fit = inference.predict_split(restored, 'train_eval', max_fit_frames)
     except ValueError as e:  # no labelled training frames
       results['regression'] = _skipped(f'regression protocol: {e}')
     else:
@@ -371,7 +173,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
                                      num_fit_frames=len(fit.predicted),
                                      num_frames=len(test.predicted))
 
-  prior, connectivity = prior_quality.extract_prior(restored.setup.model,
+  prior, connectivity = prior_quality.extract_prior(restored.model,
                                                     restored.variables)
   skeleton = test_source.skeleton
   if skeleton is None:
@@ -391,7 +193,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
   priors, connectivities = [], []
   for kept in restored.steps:
     variables = restored.variables if kept == step else restored.restore_step(kept)
-    t, w = prior_quality.extract_prior(restored.setup.model, variables)
+    t, w = prior_quality.extract_prior(restored.model, variables)
     priors.append(t)
     connectivities.append(w)
   if len(priors) > 1:
@@ -421,11 +223,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
                                       connectivity, max_eval_frames, num_iterations,
                                       figure)
 
-  training_provenance = None
-  provenance_path = os.path.join(restored.workdir, 'provenance.json')
-  if os.path.isfile(provenance_path):
-    with open(provenance_path) as f:
-      training_provenance = json.load(f)
+  training_provenance = workdir_lib.read_provenance(restored.workdir)
   report = {'workdir': os.path.abspath(restored.workdir), 'dataset': config.data.name,
             'provenance': provenance.current(), 'training_provenance': training_provenance,
             'checkpoint_step': step, 'kept_steps': restored.steps,
@@ -438,7 +236,7 @@ def evaluate_run(restored: Restored, out_dir: str, *, max_eval_frames: int = 0,
   return report
 
 
-def _heatmap_reliance(restored: Restored, source: base.VideoSource,
+def _heatmap_reliance(restored: inference.Restored, source: base.VideoSource,
                       max_frames: int = 64) -> float:
   """`discovery.heatmap_reliance` on the first `max_frames` labelled test frames, each with
   the reference the decoder had in training: the frame under a block mask ('masked_self')
@@ -446,7 +244,7 @@ def _heatmap_reliance(restored: Restored, source: base.VideoSource,
   config = restored.config
   keep_fn = _reference_keep(config)
   images, references = [], []
-  for index, batch in enumerate(eval_batches(config, source, max_frames)):
+  for index, batch in enumerate(inference.eval_batches(config, source, max_frames)):
     valid = np.asarray(batch['valid'], bool)
     image = np.asarray(batch['image'])[valid]
     if keep_fn is not None:
@@ -462,7 +260,7 @@ def _heatmap_reliance(restored: Restored, source: base.VideoSource,
       reference = np.stack(frames)
     images.append(image)
     references.append(reference)
-  return discovery.heatmap_reliance(restored.setup.model, restored.variables,
+  return discovery.heatmap_reliance(restored.model, restored.variables,
                                     np.concatenate(images), np.concatenate(references))
 
 
@@ -484,7 +282,7 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
                num_iterations, figure) -> Dict[str, Any]:
   """The two sweeps, their error-vs-iteration figures and one occlusion strip each."""
   config, step = restored.config, restored.step
-  infer = iterative.make_iterative_inference(restored.setup.model,
+  infer = iterative.make_iterative_inference(restored.model,
                                              num_iterations=num_iterations)
   sweeps = {
       'random': [occlusion.RandomMasking(r, seed=config.seed)
@@ -493,7 +291,7 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
   }
   reference_keep = _reference_keep(config)
   swept = iterative.occlusion_sweep(
-      infer, restored.variables, eval_batches(config, source, max_frames),
+      infer, restored.variables, inference.eval_batches(config, source, max_frames),
       [m for ms in sweeps.values() for m in ms], assignment=assignment,
       reference_keep=reference_keep)
   results = {name: _entry(result, split='test', step=step,
@@ -508,7 +306,7 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
 
   # Strips on the first test frame; the batch keeps eval_batch_size rows so the
   # compiled inference is reused.
-  batch = next(eval_batches(config, source, 1))
+  batch = next(inference.eval_batches(config, source, 1))
   for masking in STRIP_MASKINGS:
     masked = masking(np.asarray(batch['image']), 0)
     keep = None if reference_keep is None else reference_keep(0, len(masked))
@@ -562,17 +360,25 @@ def _markdown(report: Dict[str, Any]) -> str:
 
 
 def evaluate(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *,
-             step: Optional[int] = None, **kwargs) -> Dict[str, Any]:
-  """Restores `workdir` and writes DIR/eval (atomically); returns the report.
+             step: Optional[int] = None, out_dir: Optional[str] = None,
+             **kwargs) -> Dict[str, Any]:
+  """Restores `workdir` and writes its report into `out_dir` (default DIR/eval),
+  atomically: a failed evaluation leaves the previous report. Returns the report.
 
   kwargs go to `evaluate_run` (max_eval_frames, max_fit_frames, skip_occlusion,
   skip_regression, num_iterations).
   """
-  config = load_config(workdir, config)
-  checkpoint_steps(workdir)   # fails before anything is built or written
-  restored = restore(config, workdir, step)
-  final = os.path.join(workdir, 'eval')
-  staging = tempfile.mkdtemp(prefix='.eval-tmp-', dir=workdir)
+  config = workdir_lib.load_config(workdir, config)
+  workdir_lib.checkpoint_steps(workdir)   # fails before anything is built or written
+  final = os.path.abspath(out_dir or os.fspath(workdir_lib.path(workdir, workdir_lib.EVAL)))
+  if (os.path.isdir(final) and os.listdir(final)
+      and not os.path.isfile(os.path.join(final, 'report.json'))):
+    raise FileExistsError(f'--out_dir={final} exists and holds files other than an '
+                          'evaluation report: pass a new or empty folder.')
+  restored = inference.restore(config, workdir, step)
+  parent = os.path.dirname(final)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix='.eval-tmp-', dir=parent)
   try:
     report = evaluate_run(restored, staging, **kwargs)
     if os.path.exists(final):
@@ -605,12 +411,14 @@ def _define_flags():
   flags.DEFINE_bool('skip_occlusion', False, 'Skip the iterative-inference sweeps.')
   flags.DEFINE_bool('skip_regression', False, 'Skip the regression protocol.')
   flags.DEFINE_integer('num_iterations', 4, 'Iterations of iterative inference.')
+  flags.DEFINE_string('out_dir', None, 'Folder for the report and figures (default: '
+                      'WORKDIR/eval); replaced atomically if it holds an earlier report.')
   flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
   del argv
-  report = evaluate(FLAGS.workdir, FLAGS.config, step=FLAGS.step,
+  report = evaluate(FLAGS.workdir, FLAGS.config, step=FLAGS.step, out_dir=FLAGS.out_dir,
                     max_eval_frames=FLAGS.max_eval_frames,
                     max_fit_frames=FLAGS.max_fit_frames,
                     skip_occlusion=FLAGS.skip_occlusion,
@@ -619,7 +427,8 @@ def main(argv):
   print(f'Checkpoint step {report["checkpoint_step"]}: matched error '
         f'{report["results"]["matched_error"]["value"]:.3f} '
         f'({IMAGE_SIDE_UNITS}); report in '
-        f'{os.path.join(FLAGS.workdir, "eval", "report.md")}', flush=True)
+        f'{os.path.join(FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval"), "report.md")}',
+        flush=True)
 
 
 if __name__ == '__main__':

@@ -43,8 +43,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ppl_jax import cli
-from ppl_jax import evaluate
+from ppl_jax import inference
 from ppl_jax import input_pipeline
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import base
 from ppl_jax.data import dlc
 from ppl_jax.data import video
@@ -53,6 +54,7 @@ from ppl_jax.evaluation import blob_tracker
 from ppl_jax.evaluation import figures
 from ppl_jax.evaluation import prior_quality
 from ppl_jax.evaluation import regression
+from ppl_jax.evaluation.strict_json import jsonable
 from ppl_jax.models.ppl import PPL
 
 SCORER = 'ppl_jax'
@@ -88,12 +90,12 @@ def _model_input(frames: List[np.ndarray], size: int, batch_size: int) -> np.nda
   return images
 
 
-def run_model(restored: evaluate.Restored, frames: Iterator[np.ndarray], *,
+def run_model(restored: inference.Restored, frames: Iterator[np.ndarray], *,
               batch_size: int, confidence_scale: float, infer: Optional[Callable] = None
               ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """Yields (frame uint8 [H, W, 3], keypoints [N, 2] pixels of that frame,
   confidence [N]) per input frame, in order, running the model per batch."""
-  infer = infer or make_infer(restored.setup.model)
+  infer = infer or make_infer(restored.model)
   size = restored.config.data.image_size
   scale = np.float32(confidence_scale)
 
@@ -140,13 +142,13 @@ class _Outputs:
       os.rmdir(self.out_dir)
 
 
-def predict_video(restored: evaluate.Restored, reader: video.VideoReader,
+def predict_video(restored: inference.Restored, reader: video.VideoReader,
                   csv_path: str, overlay_path: Optional[str], *, batch_size: int = 16,
                   max_frames: int = 0, confidence_scale: float = 0.05) -> int:
   """Writes the DLC CSV (and the overlay video) of `reader`'s frames; returns
   the number of frames. Frames stream through; the video is never held whole."""
   num_frames = reader.num_frames if not max_frames else min(max_frames, reader.num_frames)
-  _, connectivity = prior_quality.extract_prior(restored.setup.model, restored.variables)
+  _, connectivity = prior_quality.extract_prior(restored.model, restored.variables)
   keypoints = np.zeros((num_frames, restored.config.model.num_parts, 2), np.float32)
   confidence = np.zeros((num_frames, restored.config.model.num_parts), np.float32)
   frames = (reader.frame(i) for i in range(num_frames))
@@ -181,7 +183,7 @@ def _check_labels(source: dlc.LabeledFramesSource, train_fraction: float) -> Non
     raise ValueError(f'--labels_train_fraction={train_fraction} must be in (0, 1).')
 
 
-def evaluate_labels(restored: evaluate.Restored, source: dlc.LabeledFramesSource, *,
+def evaluate_labels(restored: inference.Restored, source: dlc.LabeledFramesSource, *,
                     train_fraction: float = 0.5, seed: int = 0, batch_size: int = 16,
                     confidence_scale: float = 0.05) -> Dict[str, Any]:
   """How well the discovered keypoints track a user's labelled body parts.
@@ -227,7 +229,7 @@ def evaluate_labels(restored: evaluate.Restored, source: dlc.LabeledFramesSource
         points[held], truth[held], visible[held], units='pixels').value
   names = source.joint_names
   per_joint = {n: e for n, e in zip(names, result.details['per_joint'])}
-  return evaluate.jsonable({
+  return jsonable({
       'protocol': LABELS_PROTOCOL, 'value': result.value, 'units': result.units,
       'checkpoint_step': restored.step, 'labels': source.labels_file.path,
       'num_images': count, 'num_fit_images': len(fit),
@@ -253,14 +255,14 @@ def predict(workdir: str, out_dir: str, *, video_path: Optional[str] = None,
     raise ValueError(f'--batch_size={batch_size} must be >= 1 and --confidence_scale='
                      f'{confidence_scale} > 0.')
   # Every input is checked before anything is built or written.
-  config = evaluate.load_config(workdir, config)
-  evaluate.checkpoint_steps(workdir)
+  config = workdir_lib.load_config(workdir, config)
+  workdir_lib.checkpoint_steps(workdir)
   reader = video.VideoReader(video_path, cache_size=1) if video_path else None
   source = None
   if labels:
     source = dlc.LabeledFramesSource(labels, image_root=labels_image_root)
     _check_labels(source, labels_train_fraction)
-  restored = evaluate.restore(config, workdir, step)
+  restored = inference.restore(config, workdir, step)
 
   outputs = _Outputs(out_dir, created_dir=not os.path.isdir(out_dir))
   os.makedirs(out_dir, exist_ok=True)

@@ -1,44 +1,42 @@
 """Training loop and end-of-run evaluation: `train_and_evaluate(config, workdir)`.
 
-The train state is a plain dict pytree:
-  {'params', 'batch_stats', 'memory' (VQ codebook EMA), 'opt_state', 'step' int32 [],
-   'rng' uint32 [2]}.
-A negative step -k marks a state halted by a non-finite loss or gradient at step k: it holds
-the state of step k - 1 and later steps leave it unchanged.
-It lives on a 1-D 'data' mesh (replicated unless config.sharding.param_rules says
-otherwise); batches are split over 'data'. Initialisation is `jax.eval_shape` then
-a jitted init with `out_shardings`; the step is `jax.jit` with in/out shardings
-and the state donated.
+The train state (`ppl_jax.train_state`) lives on a 1-D 'data' mesh (replicated unless
+config.sharding.param_rules says otherwise); batches are split over 'data'. Initialisation
+is `jax.eval_shape` then a jitted init with `out_shardings`; the step is `jax.jit` with
+in/out shardings and the state donated. A non-finite loss or gradient halts the state on
+the device (its step becomes -(the failed step)); later steps leave it unchanged.
 """
 
+import contextlib
 import dataclasses
 import functools
 import itertools
 import json
-import os
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from ppl_jax import checkpointing
 from ppl_jax import config as config_lib
+from ppl_jax import inference
 from ppl_jax import input_pipeline
 from ppl_jax import metric_writers
 from ppl_jax import ops
-from ppl_jax import optim
-from ppl_jax import provenance
 from ppl_jax import sharding
+from ppl_jax import train_state
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import base
 from ppl_jax.evaluation import matching
+from ppl_jax.evaluation.mean_pose import mean_training_pose
 from ppl_jax.losses import make_image_loss
 from ppl_jax.losses.objective import equivariance_loss
 from ppl_jax.losses.objective import ppl_objective
-from ppl_jax.models import build_model
 from ppl_jax.models.ppl import PPL
 
 _SUMMARY_ROWS = 4
@@ -54,6 +52,7 @@ class TrainSetup:
   batch with 'predicted' [B, N, 2] added, replicated. summary_step(state, batch) ->
   outputs of the first rows.
   """
+  layout: train_state.StateLayout
   model: PPL
   mesh: jax.sharding.Mesh
   abstract_state: Any            # ShapeDtypeStructs carrying the shardings
@@ -66,46 +65,17 @@ class TrainSetup:
   summary_step: Callable[..., Any]
 
 
-def model_variables(state, params=None):
-  """The variables `model.apply` takes, from a train state (params overridable)."""
-  variables = {'params': state['params'] if params is None else params}
-  for collection in ('batch_stats', 'memory'):
-    if state[collection]:
-      variables[collection] = state[collection]
-  return variables
-
 
 def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                        random_vgg: bool = False) -> TrainSetup:
   """Builds model, optimizer and image loss, and jits init / train / eval steps."""
-  model = build_model(config)
-  tx = optim.make_optimizer(config)
+  layout = train_state.state_layout(config, mesh)
+  model, tx, state_shardings = layout.model, layout.tx, layout.shardings
+  shapes = layout.abstract_state
   image_loss_fn, vgg_params = make_image_loss(
       config.loss, random_vgg=random_vgg, dtype=config.model.dtype,
       remat=config.model.remat_perceptual)
-  size = config.data.image_size
-  seed = config.seed
-
-  def init_state():
-    params_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
-    image = jnp.zeros((1, size, size, 3), jnp.float32)
-    variables = model.init({'params': params_rng}, image, image, train=False)
-    params = variables['params']
-    return {
-        'params': params,
-        'batch_stats': variables.get('batch_stats', {}),
-        'memory': variables.get('memory', {}),
-        'opt_state': tx.init(params),
-        'step': jnp.zeros((), jnp.int32),
-        'rng': state_rng,
-    }
-
-  shapes = jax.eval_shape(init_state)
-  state_shardings = sharding.state_shardings(shapes, mesh,
-                                             config.sharding.param_rules)
-  abstract_state = jax.tree_util.tree_map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-      shapes, state_shardings)
+  model_variables = train_state.model_variables
   replicated = sharding.replicated(mesh)
   data = sharding.batch_sharding(mesh)
   loss_config = config.loss
@@ -168,11 +138,6 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
                                   jnp.where(finite, state['step'] + 1, -(state['step'] + 1)))
     return new_state, metrics
 
-  def eval_step(state, batch):
-    keypoints, _ = model.apply(model_variables(state), batch['image'], train=False,
-                               method=PPL.estimate)
-    return dict(batch, predicted=keypoints)
-
   def summary_step(state, batch):
     rows = {k: v[:_SUMMARY_ROWS] for k, v in batch.items()}
     outputs = model.apply(model_variables(state), rows['image'], rows['reference'],
@@ -180,18 +145,16 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     return {k: outputs[k] for k in ('recon', 'heatmap', 'keypoints', 'connectivity')}
 
   return TrainSetup(
-      model=model, mesh=mesh, abstract_state=abstract_state,
+      layout=layout, model=model, mesh=mesh, abstract_state=layout.abstract_state,
       state_shardings=state_shardings,
       vgg_params=sharding.replicate(vgg_params, mesh),
-      # Jitted so the arrays are created directly with their shardings.
-      init=jax.jit(init_state, out_shardings=state_shardings),
+      init=layout.init,
       train_step=jax.jit(train_step, in_shardings=(state_shardings, data, replicated),
                          out_shardings=(state_shardings, replicated),
                          donate_argnums=(0,)),
       loss_and_grads=jax.jit(loss_and_grads, in_shardings=(state_shardings, data, replicated),
                              out_shardings=replicated),
-      eval_step=jax.jit(eval_step, in_shardings=(state_shardings, data),
-                        out_shardings=replicated),
+      eval_step=inference.make_eval_step(layout),
       summary_step=jax.jit(summary_step, in_shardings=(state_shardings, data),
                            out_shardings=replicated))
 
@@ -250,24 +213,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   evaluation.
   """
   config_lib.validate(config)
-  mesh = sharding.make_mesh()
-  sharding.log_topology(mesh)
-  setup = create_train_setup(config, mesh, random_vgg=random_vgg)
+  # Process 0 holds the workdir's lock for the whole run: a second training is refused.
+  holder = (workdir_lib.lock(workdir) if jax.process_index() == 0
+            else contextlib.nullcontext())
+  with holder:
+    mesh = sharding.make_mesh()
+    sharding.log_topology(mesh)
+    setup = create_train_setup(config, mesh, random_vgg=random_vgg)
+    train_source = input_pipeline.build_source(config.data, 'train')
+    dataset = input_pipeline.create_train_dataset(
+        config, train_source, seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    return _train_in_workdir(config, workdir, setup, train_source, iter(dataset))
 
-  train_source = input_pipeline.build_source(config.data, 'train')
-  dataset = input_pipeline.create_train_dataset(
-      config, train_source, seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  data_iter = iter(dataset)
 
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
+def _train_in_workdir(config, workdir, setup, train_source, data_iter):
   ckpt = checkpointing.Checkpointer(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      workdir_lib.checkpoint_dir(workdir),
       every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
       use_async=config.checkpoint_async)
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(setup.abstract_state, data_iter)
+    try:
+      step, state, skipped = ckpt.restore(setup.abstract_state, data_iter, config=config)
+    except BaseException:
+      ckpt.close()
+      raise
+    if skipped:
+      if jax.process_index() == 0:
+        # Kept for inspection, out of the way of the steps this run saves again.
+        workdir_lib.move_aside(workdir, skipped)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('ppl_jax: unreadable checkpoints moved aside')
+      ckpt.reload()
   else:
     state = setup.init()
   step = int(jax.device_get(state['step']))
@@ -281,10 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info('Resuming at step %d of %d', step, config.num_train_steps)
   # Written once the config is known to fit the checkpoint it resumes.
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, 'provenance.json'), 'w') as f:
-      json.dump(provenance.current(), f, indent=2)
+    workdir_lib.write_config(workdir, config)
 
   writer = metric_writers.MetricWriter(workdir)
   watcher = checkpointing.PreemptionWatcher()
@@ -306,8 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                          {f'eval/{k}': v for k, v in results.items()
                           if isinstance(v, float)})
     if jax.process_index() == 0:
-      with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-        json.dump(results, f, indent=2)
+      workdir_lib.path(workdir, 'eval.json').write_text(json.dumps(results, indent=2))
   writer.close()
   return results
 
@@ -369,29 +342,6 @@ def _train_loop(config, setup, state, step, data_iter, ckpt, writer,
   return _LoopResult(state, stopped=False)
 
 
-def _local_rows(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """This process's contiguous share of a batch every process read in full."""
-  count, index = jax.process_count(), jax.process_index()
-  return {k: np.split(np.asarray(v), count)[index] for k, v in batch.items()}
-
-
-def eval_outputs(setup: TrainSetup, state, batches: Iterable[Dict[str, np.ndarray]]
-                 ) -> Iterator[Dict[str, np.ndarray]]:
-  """The eval step on `input_pipeline.create_eval_dataset` batches, padding rows dropped.
-
-  Yields per batch 'predicted' [b, N, 2], 'keypoints' [b, G, 2] (x, y in [-1, 1]),
-  'visible' bool [b, G] and the input 'image' [b, H, W, 3].
-  """
-  for batch in batches:
-    rows = _local_rows({k: batch[k] for k in ('image', 'keypoints', 'visible', 'valid')})
-    out = jax.device_get(setup.eval_step(state, sharding.shard_batch(rows, setup.mesh)))
-    valid = np.asarray(out['valid'], bool)
-    yield {'predicted': np.asarray(out['predicted'])[valid],
-           'keypoints': np.asarray(out['keypoints'])[valid],
-           'visible': np.asarray(out['visible'], bool)[valid],
-           'image': np.asarray(batch['image'])[valid]}
-
-
 def predict(config, setup: TrainSetup, state, source: base.VideoSource):
   """Keypoints on all labelled frames of `source`.
 
@@ -400,41 +350,14 @@ def predict(config, setup: TrainSetup, state, source: base.VideoSource):
   """
   dataset = input_pipeline.create_eval_dataset(config, source,
                                                batch_size=config.eval_batch_size)
-  outputs = list(eval_outputs(setup, state,
-                              itertools.islice(dataset, config.eval_max_batches or None)))
+  outputs = list(inference.eval_outputs(
+      setup.eval_step, setup.mesh, state,
+      itertools.islice(dataset, config.eval_max_batches or None)))
   if not outputs:
     raise ValueError(f'The test split of config.data.name={config.data.name!r} has no '
                      'labelled frames to evaluate.')
   return tuple(np.concatenate([o[k] for o in outputs])
                for k in ('predicted', 'keypoints', 'visible'))
-
-
-def mean_training_pose(source: base.VideoSource, *, frames_per_video: int = 16
-                       ) -> np.ndarray:
-  """Mean ground-truth pose [G, 2] in [-1, 1] over (up to) evenly spaced frames.
-
-  Missing joints are left out of their joint's mean.
-  """
-  total, count = None, None
-  for video in range(source.num_videos):
-    n = source.num_frames(video)
-    size = None   # (height, width), decoded only for videos that have labels
-    for t in np.unique(np.linspace(0, n - 1, min(n, frames_per_video)).astype(int)):
-      labels = source.labels(video, int(t))
-      if labels is None:
-        continue
-      if size is None:
-        size = source.frame(video, 0).shape[:2]
-      height, width = size
-      xy = base.pixels_to_normalized(labels.keypoints, width, height).astype(np.float64)
-      vis = np.asarray(labels.visible, bool)
-      if total is None:
-        total, count = np.zeros_like(xy), np.zeros(len(xy))
-      total += np.where(vis[:, None], xy, 0.0)
-      count += vis
-  if total is None:
-    raise ValueError('The training split has no labels: no mean-pose baseline.')
-  return (total / np.maximum(count, 1)[:, None]).astype(np.float32)
 
 
 def evaluate(config, setup: TrainSetup, state,

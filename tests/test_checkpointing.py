@@ -46,7 +46,8 @@ def test_save_restore_state_and_iterator(tmp_path):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
       _state(0))
   it2 = iter(_dataset())
-  restored = ckpt.restore(abstract, it2)
+  step, restored, skipped = ckpt.restore(abstract, it2)
+  assert (step, skipped) == (5, [])
   np.testing.assert_array_equal(np.asarray(restored['params']['w']), 5.0)
   assert int(restored['step']) == 5
   np.testing.assert_array_equal(np.asarray(restored['rng']), np.asarray(jax.random.PRNGKey(5)))
@@ -54,10 +55,79 @@ def test_save_restore_state_and_iterator(tmp_path):
     np.testing.assert_array_equal(next(it2), batch)
   # An older step restores too, with the iterator where it was then.
   it3 = iter(_dataset())
-  restored = ckpt.restore(abstract, it3, step=4)
+  _, restored, _ = ckpt.restore(abstract, it3, step=4)
   assert int(restored['step']) == 4
   np.testing.assert_array_equal(next(it3), batches[4])
   ckpt.close()
+
+
+def _truncate(path):
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _damage(step_dir, part):
+  """Truncates one file of a saved checkpoint folder, as a full disk or a killed copy does."""
+  if part == 'data blob':
+    blobs = sorted(os.path.join(root, name)
+                   for root, _, names in os.walk(os.path.join(step_dir, 'state'))
+                   for name in names if os.path.basename(root) == 'd')
+    for blob in blobs:
+      _truncate(blob)
+  elif part == '_METADATA':
+    _truncate(os.path.join(step_dir, 'state', '_METADATA'))
+  else:
+    _truncate(os.path.join(step_dir, 'data_iter', 'process_0-of-1.json'))
+
+
+def _abstract():
+  mesh = sharding.make_mesh()
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+      _state(0))
+
+
+def _save_four_steps(directory):
+  """Checkpoints 2 and 4 of a 4-step run in `directory`; the batches of steps 1-4."""
+  ckpt = checkpointing.Checkpointer(str(directory), every_steps=2, keep=3)
+  it = iter(_dataset())
+  batches = []
+  for step in range(1, 5):
+    batches.append(next(it))
+    ckpt.save(step, _state(step), it)
+  ckpt.close()
+  return batches
+
+
+@pytest.mark.parametrize('part', ['data blob', '_METADATA', 'data-iterator JSON'])
+def test_restore_falls_back_past_a_damaged_checkpoint(tmp_path, part, caplog):
+  batches = _save_four_steps(tmp_path)
+  _damage(str(tmp_path / '4'), part)
+  ckpt = checkpointing.Checkpointer(str(tmp_path), every_steps=2, keep=3)
+  it2 = iter(_dataset())
+  with caplog.at_level('WARNING'):
+    step, restored, skipped = ckpt.restore(_abstract(), it2)
+  ckpt.close()
+  assert (step, skipped) == (2, [4])
+  assert int(restored['step']) == 2
+  np.testing.assert_array_equal(np.asarray(restored['params']['w']), 2.0)
+  np.testing.assert_array_equal(next(it2), batches[2])   # the iterator of step 2
+  assert any('step 4' in r.getMessage() and 'cannot be read' in r.getMessage()
+             for r in caplog.records)
+
+
+def test_restore_names_the_folder_when_no_checkpoint_reads(tmp_path):
+  _save_four_steps(tmp_path)
+  _damage(str(tmp_path / '2'), 'data blob')
+  _damage(str(tmp_path / '4'), '_METADATA')
+  ckpt = checkpointing.Checkpointer(str(tmp_path), every_steps=2, keep=3)
+  with pytest.raises(checkpointing.UnreadableCheckpointError) as error:
+    ckpt.restore(_abstract(), iter(_dataset()))
+  ckpt.close()
+  message = str(error.value)
+  assert 'step 4:' in message and 'step 2:' in message
+  assert f'remove {tmp_path}' in message
+  assert '\n' not in message
 
 
 @pytest.mark.parametrize('signum', checkpointing.PreemptionWatcher.SIGNALS)

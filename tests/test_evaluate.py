@@ -11,8 +11,9 @@ import pytest
 
 from ppl_jax import cli
 from ppl_jax import evaluate
+from ppl_jax import inference
 from ppl_jax import input_pipeline
-from ppl_jax import train
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import base
 from ppl_jax.evaluation import iterative
 from ppl_jax.evaluation import matching
@@ -97,10 +98,10 @@ def test_report_layout_and_figures(run):
 
 def test_matched_error_matches_independent_recomputation(run):
   workdir, report = run
-  restored = evaluate.restore(evaluate.load_config(str(workdir)), str(workdir))
+  restored = inference.restore(workdir_lib.load_config(str(workdir)), str(workdir))
   config = restored.config
   images, truth, visible = _test_frames(config, MAX_EVAL_FRAMES)
-  predicted, _ = restored.setup.model.apply(restored.variables, images, train=False,
+  predicted, _ = restored.model.apply(restored.variables, images, train=False,
                                             method=PPL.estimate)
   predicted = np.asarray(predicted, np.float64)
   entry = report['results']['matched_error']
@@ -132,7 +133,7 @@ def test_matched_error_matches_independent_recomputation(run):
   # The regression protocol, re-derived: least squares with bias per (joint, coordinate)
   # in % of the image size, fitted on the first MAX_FIT_FRAMES training frames.
   fit_images, fit_truth, _ = _test_frames(config, MAX_FIT_FRAMES, 'train')
-  fit_predicted, _ = restored.setup.model.apply(restored.variables, fit_images, train=False,
+  fit_predicted, _ = restored.model.apply(restored.variables, fit_images, train=False,
                                                 method=PPL.estimate)
   percent = lambda p: (np.asarray(p, np.float64) + 1) * 50
   features = lambda p: np.concatenate([percent(p).reshape(len(p), -1),
@@ -149,7 +150,7 @@ def test_matched_error_matches_independent_recomputation(run):
   patch = config.data.image_size // 32
   masked = images.copy()
   masked[:, 12 * patch:20 * patch, 12 * patch:20 * patch] = 0.0
-  infer = iterative.make_iterative_inference(restored.setup.model)
+  infer = iterative.make_iterative_inference(restored.model)
   per_frame = []
   batch = config.eval_batch_size
   for index, start in enumerate(range(0, len(masked), batch)):

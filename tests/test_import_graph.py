@@ -60,3 +60,27 @@ def test_graph_sees_lazy_imports():
 def test_package_has_no_import_cycle():
   found = cycles(import_graph())
   assert not found, f'import cycles in ppl_jax: {found}'
+
+
+def reachable(graph: dict, start: str) -> set:
+  """Every module `start` imports, directly or through others."""
+  names = sorted(graph)
+  index = {n: i for i, n in enumerate(names)}
+  rows = [index[a] for a in names for b in graph[a]]
+  cols = [index[b] for a in names for b in graph[a]]
+  adjacency = csr_matrix(([1] * len(rows), (rows, cols)), shape=(len(names),) * 2)
+  order = csgraph.breadth_first_order(adjacency, index[start], directed=True,
+                                      return_predecessors=False)
+  return {names[i] for i in order} - {start}
+
+
+def test_reachable_on_a_hand_made_graph():
+  assert reachable({'a': {'b'}, 'b': {'c'}, 'c': set(), 'd': {'a'}}, 'a') == {'b', 'c'}
+
+
+@pytest.mark.parametrize('module', ['ppl_jax.predict', 'ppl_jax.evaluate', 'ppl_jax.inference'])
+def test_inference_side_does_not_import_training(module):
+  # Restoring and predicting need the model and the state layout, not the training loop or
+  # its losses.
+  found = reachable(import_graph(), module) & {'ppl_jax.train', 'ppl_jax.losses'}
+  assert not found, f'{module} imports {found}'

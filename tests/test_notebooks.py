@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ppl_jax import evaluate
 from ppl_jax import predict
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import video
 from conftest import REPO
 
@@ -89,7 +89,7 @@ def test_stored_without_outputs(name):
 def test_quickstart(tmp_path):
   notebook = _execute('quickstart', tmp_path)
   workdir = tmp_path / 'workdir'
-  assert evaluate.checkpoint_steps(str(workdir)) == [2, 3]    # configs/synthetic.py:tiny
+  assert workdir_lib.checkpoint_steps(str(workdir)) == [2, 3]    # configs/synthetic.py:tiny
   assert (workdir / 'metrics.jsonl').is_file()
   for figure in ('prior', 'pose_overlays', 'occlusion_strip'):
     assert (workdir / 'notebook_figures' / f'{figure}.png').is_file(), figure
@@ -110,8 +110,8 @@ def test_your_videos(tmp_path):
   notebook = _execute('your_videos', tmp_path, PPL_NOTEBOOK_VIDEO_DIR=str(videos),
                       PPL_NOTEBOOK_OUT_DIR=str(out))
   workdir = tmp_path / 'workdir'
-  assert evaluate.checkpoint_steps(str(workdir)) == [2, 3]
-  num_parts = evaluate.load_config(str(workdir)).model.num_parts
+  assert workdir_lib.checkpoint_steps(str(workdir)) == [2, 3]
+  num_parts = workdir_lib.load_config(str(workdir)).model.num_parts
   assert num_parts == 10
 
   table = pd.read_csv(out / 'test_vid_ppl.csv', header=[0, 1, 2], index_col=0)

@@ -15,8 +15,9 @@ import pytest
 from scipy import ndimage
 
 from ppl_jax import cli
-from ppl_jax import evaluate
+from ppl_jax import inference
 from ppl_jax import predict
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import dlc
 from ppl_jax.data import synthetic
 from ppl_jax.data import video
@@ -40,7 +41,7 @@ def workdir(tiny_trained_run):
 
 @pytest.fixture(scope='module')
 def restored(workdir):
-  return evaluate.restore(evaluate.load_config(str(workdir)), str(workdir))
+  return inference.restore(workdir_lib.load_config(str(workdir)), str(workdir))
 
 
 def _synthetic_frames(count, width, height):
@@ -67,7 +68,7 @@ def _reference(restored, frames, scale=0.05):
   """Keypoints in pixels and confidences re-derived in float64 numpy from the model's
   estimate / recall methods applied directly (not through predict.py)."""
   size = restored.config.data.image_size
-  model, variables = restored.setup.model, restored.variables
+  model, variables = restored.model, restored.variables
   images = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR))
                      for f in frames]).astype(np.float32) / 127.5 - 1.0
   keypoints, _ = model.apply(variables, images, train=False, method=PPL.estimate)

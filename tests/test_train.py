@@ -16,11 +16,12 @@ import pytest
 
 from ppl_jax import checkpointing
 from ppl_jax import config as config_lib
-from ppl_jax import evaluate
+from ppl_jax import inference
 from ppl_jax import input_pipeline
 from ppl_jax import metric_writers
 from ppl_jax import sharding
 from ppl_jax import train
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.models.ppl import PPL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,8 +133,8 @@ def test_nonfinite_step_halts_and_saves_the_last_finite_state(tiny_setup, tmp_pa
     train._train_loop(config, setup, setup.init(), 0, data_iter, ckpt, writer, watcher)
   writer.close()
   assert ckpt.latest_step() == 4
-  saved = ckpt.restore(setup.abstract_state, iter(grain.MapDataset.source(poisoned)
-                                                  .to_iter_dataset()))
+  _, saved, _ = ckpt.restore(setup.abstract_state, iter(grain.MapDataset.source(poisoned)
+                                                        .to_iter_dataset()))
   ckpt.close()
   state = setup.init()
   for batch in clean[:4]:
@@ -218,7 +219,7 @@ def test_main_end_to_end_prints_evaluation(tmp_path, jit_cache):
   # The end-of-run numbers, re-derived from the final checkpoint: predictions on the first
   # eval_max_batches * eval_batch_size test frames read straight from the source, then the
   # mean L2 of the reported assignment in units of the image side x 100.
-  restored = evaluate.restore(evaluate.load_config(str(tmp_path / 'run')), str(tmp_path / 'run'))
+  restored = inference.restore(workdir_lib.load_config(str(tmp_path / 'run')), str(tmp_path / 'run'))
   config = restored.config
   source = input_pipeline.build_source(config.data, 'test')
   frames = [(v, t) for v in range(source.num_videos) for t in range(source.num_frames(v))]
@@ -228,7 +229,7 @@ def test_main_end_to_end_prints_evaluation(tmp_path, jit_cache):
   images = images.astype(np.float32) / 127.5 - 1
   truth = np.stack([(2.0 * source.labels(v, t).keypoints + 1) / source.size - 1
                     for v, t in frames])
-  predicted, _ = restored.setup.model.apply(restored.variables, images, train=False,
+  predicted, _ = restored.model.apply(restored.variables, images, train=False,
                                             method=PPL.estimate)
   assignment = np.asarray(results['assignment'])
   distance = np.linalg.norm(np.asarray(predicted, np.float64)[:, assignment] - truth, axis=-1)

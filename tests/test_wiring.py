@@ -12,6 +12,7 @@ import pytest
 from ppl_jax import input_pipeline
 from ppl_jax import sharding
 from ppl_jax import train
+from ppl_jax import train_state
 from ppl_jax.models import build_model
 from ppl_jax.models.mixer import MixerDecoder
 from ppl_jax.models.ppl import PPL
@@ -105,7 +106,7 @@ def test_train_step_is_one_adam_step_on_the_objective_gradient(step_setup):
   step_rng = jax.random.fold_in(state['rng'], state['step'])
 
   def loss(params):
-    outputs, _ = model.apply(train.model_variables(state, params), batch['image'],
+    outputs, _ = model.apply(train_state.model_variables(state, params), batch['image'],
                              batch['reference'], train=True, mutable=['batch_stats', 'memory'],
                              rngs={'dropout': step_rng})
     value, _ = train.ppl_objective(outputs, batch['image'], config.loss,
