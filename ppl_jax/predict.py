@@ -12,6 +12,10 @@ Writes into OUTDIR:
                                 kp00.., columns x, y, likelihood), one row per
                                 frame, pixels of the original frame (pixel centres
                                 at integers).
+  <video stem>_ppl.h5           the same in DeepLabCut's HDF5 layout.
+  <video stem>_ppl.slp / .nwb   with --formats=...,slp,nwb: SLEAP labels and NWB
+                                (ndx-pose), with the learned skeleton
+                                (`ppl_jax.data.pose_files`).
   <video stem>_ppl_overlay.mp4  the video with the keypoints and the links drawn,
                                 link opacity w_ij / max(W) (--nooverlay: none).
   labels_eval.json              with --labels (see `evaluate_labels`).
@@ -32,7 +36,7 @@ file is written, and a failure later removes the temporary files.
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import flags
 import jax
@@ -48,6 +52,7 @@ from ppl_jax import input_pipeline
 from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import base
 from ppl_jax.data import dlc
+from ppl_jax.data import pose_files
 from ppl_jax.data import video
 from ppl_jax.data.errors import DataError
 from ppl_jax.evaluation import blob_tracker
@@ -143,10 +148,12 @@ class _Outputs:
 
 
 def predict_video(restored: inference.Restored, reader: video.VideoReader,
-                  csv_path: str, overlay_path: Optional[str], *, batch_size: int = 16,
-                  max_frames: int = 0, confidence_scale: float = 0.05) -> int:
-  """Writes the DLC CSV (and the overlay video) of `reader`'s frames; returns
-  the number of frames. Frames stream through; the video is never held whole."""
+                  pose_paths: Dict[str, str], overlay_path: Optional[str], *,
+                  batch_size: int = 16, max_frames: int = 0,
+                  confidence_scale: float = 0.05) -> int:
+  """Writes the pose files ({format: path}, `pose_files.FORMATS`) and the overlay video
+  of `reader`'s frames; returns the number of frames. Frames stream through; the video
+  is never held whole."""
   num_frames = reader.num_frames if not max_frames else min(max_frames, reader.num_frames)
   _, connectivity = prior_quality.extract_prior(restored.model, restored.variables)
   keypoints = np.zeros((num_frames, restored.config.model.num_parts, 2), np.float32)
@@ -169,9 +176,9 @@ def predict_video(restored: inference.Restored, reader: video.VideoReader,
     fps = reader.info.fps or _DEFAULT_FPS
     video.write_video(overlay_path, overlay_frames(), fps)
   progress.close()
-  dlc.write_dlc_csv(csv_path, list(range(num_frames)), keypoints,
-                    bodypart_names(keypoints.shape[1]), likelihood=confidence,
-                    scorer=SCORER)
+  for fmt, path in pose_paths.items():
+    pose_files.write(path, fmt, keypoints, confidence, bodypart_names(keypoints.shape[1]),
+                     scorer=SCORER, connectivity=connectivity, video_path=reader.path)
   return num_frames
 
 
@@ -247,8 +254,10 @@ def predict(workdir: str, out_dir: str, *, video_path: Optional[str] = None,
             step: Optional[int] = None, batch_size: int = 16, overlay: bool = True,
             max_frames: int = 0, confidence_scale: float = 0.05,
             labels_train_fraction: float = 0.5, labels_seed: int = 0,
-            labels_image_root: Optional[str] = None) -> Dict[str, Any]:
+            labels_image_root: Optional[str] = None,
+            formats: Sequence[str] = pose_files.DEFAULT_FORMATS) -> Dict[str, Any]:
   """Runs the CLI's work; returns {'files': [...], 'num_frames', 'labels_eval'}."""
+  formats = pose_files.parse_formats(','.join(formats))
   if video_path is None and labels is None:
     raise ValueError('Nothing to do: give --video=IN (and/or --labels=CollectedData.csv).')
   if batch_size < 1 or confidence_scale <= 0:
@@ -270,10 +279,11 @@ def predict(workdir: str, out_dir: str, *, video_path: Optional[str] = None,
   try:
     if reader is not None:
       stem = os.path.splitext(os.path.basename(video_path))[0]
-      csv_path = outputs.temp(f'{stem}_ppl.csv')
+      pose_paths = {fmt: outputs.temp(f'{stem}_ppl{pose_files.EXTENSIONS[fmt]}')
+                    for fmt in formats}
       overlay_path = outputs.temp(f'{stem}_ppl_overlay.mp4') if overlay else None
       result['num_frames'] = predict_video(
-          restored, reader, csv_path, overlay_path, batch_size=batch_size,
+          restored, reader, pose_paths, overlay_path, batch_size=batch_size,
           max_frames=max_frames, confidence_scale=confidence_scale)
     if source is not None:
       report = evaluate_labels(restored, source, train_fraction=labels_train_fraction,
@@ -305,6 +315,9 @@ def _define_flags():
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
   flags.DEFINE_integer('batch_size', 16, 'Frames per model call.')
   flags.DEFINE_bool('overlay', True, 'Write the overlay video.')
+  flags.DEFINE_list('formats', list(pose_files.DEFAULT_FORMATS),
+                    f'Pose files to write, a subset of {",".join(pose_files.FORMATS)} '
+                    '(slp and nwb carry the learned skeleton; module docstring).')
   flags.DEFINE_integer('max_frames', 0, 'Only the first N frames (0 = all).')
   flags.DEFINE_float('confidence_scale', 0.05,
                      'Confidence scale, units of the image side (module docstring).')
@@ -326,7 +339,8 @@ def main(argv):
       overlay=FLAGS.overlay, max_frames=FLAGS.max_frames,
       confidence_scale=FLAGS.confidence_scale,
       labels_train_fraction=FLAGS.labels_train_fraction,
-      labels_seed=FLAGS.labels_seed, labels_image_root=FLAGS.labels_image_root)
+      labels_seed=FLAGS.labels_seed, labels_image_root=FLAGS.labels_image_root,
+      formats=FLAGS.formats)
   if result['num_frames']:
     print(f'{result["num_frames"]} frames; wrote {", ".join(result["files"])}')
   report = result['labels_eval']

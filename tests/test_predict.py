@@ -23,6 +23,7 @@ from ppl_jax.data import synthetic
 from ppl_jax.data import video
 from ppl_jax.data.errors import DataError
 from ppl_jax.evaluation import figures
+from ppl_jax.evaluation import prior_quality
 from ppl_jax.models.ppl import PPL
 from conftest import REPO
 
@@ -86,7 +87,7 @@ def test_video_to_csv_and_overlay(restored, workdir, clip, tmp_path):
   # batch 5: two full batches and a padded one of 2 frames.
   result = predict.predict(str(workdir), str(out), video_path=str(clip), batch_size=5)
   assert result['num_frames'] == NUM_FRAMES
-  assert sorted(os.listdir(out)) == ['clip_ppl.csv', 'clip_ppl_overlay.mp4']
+  assert sorted(os.listdir(out)) == ['clip_ppl.csv', 'clip_ppl.h5', 'clip_ppl_overlay.mp4']
   table = pd.read_csv(out / 'clip_ppl.csv', header=[0, 1, 2], index_col=0)
   num_parts = restored.config.model.num_parts
   assert list(table.index) == list(range(NUM_FRAMES))
@@ -102,6 +103,70 @@ def test_video_to_csv_and_overlay(restored, workdir, clip, tmp_path):
   info = video.probe(out / 'clip_ppl_overlay.mp4')
   assert (info.num_frames, info.width, info.height) == (NUM_FRAMES, WIDTH, HEIGHT)
   assert len(_decode(out / 'clip_ppl_overlay.mp4')) == NUM_FRAMES
+
+
+def _heaviest_pairs(connectivity, count):
+  """The `count` heaviest pairs i < j of W, ties by pair order, re-derived in numpy."""
+  rows, cols = np.triu_indices(len(connectivity), k=1)
+  order = np.argsort(-np.asarray(connectivity, np.float64)[rows, cols], kind='stable')
+  return sorted((int(rows[k]), int(cols[k])) for k in order[:count])
+
+
+def test_every_pose_format_opens_in_its_real_reader(restored, workdir, clip, tmp_path):
+  sio = pytest.importorskip('sleap_io')
+  pynwb = pytest.importorskip('pynwb')
+  pytest.importorskip('ndx_pose')
+  load_poses = pytest.importorskip('movement.io.load_poses')
+  out = tmp_path / 'out'
+  predict.predict(str(workdir), str(out), video_path=str(clip), overlay=False,
+                  formats=['csv', 'h5', 'slp', 'nwb'])
+  assert sorted(os.listdir(out)) == ['clip_ppl.csv', 'clip_ppl.h5', 'clip_ppl.nwb',
+                                     'clip_ppl.slp']
+  num_parts = restored.config.model.num_parts
+  names = [f'kp{i:02d}' for i in range(num_parts)]
+  table = pd.read_csv(out / 'clip_ppl.csv', header=[0, 1, 2], index_col=0)
+  csv_values = table.to_numpy().reshape(NUM_FRAMES, num_parts, 3)
+  # DeepLabCut's HDF5: its key, the same MultiIndex, the same numbers.
+  h5 = pd.read_hdf(out / 'clip_ppl.h5', key='df_with_missing')
+  assert h5.columns.names == ['scorer', 'bodyparts', 'coords']
+  assert h5.columns.tolist() == table.columns.tolist()
+  np.testing.assert_allclose(h5.to_numpy().reshape(csv_values.shape), csv_values, atol=1e-3)
+  # movement reads all three DeepLabCut/SLEAP files to the same positions [F, xy, N, 1].
+  for name, loader in (('clip_ppl.csv', load_poses.from_dlc_file),
+                       ('clip_ppl.h5', load_poses.from_dlc_file),
+                       ('clip_ppl.slp', load_poses.from_sleap_file)):
+    position = loader(out / name).position.values
+    np.testing.assert_allclose(position[..., 0].transpose(0, 2, 1), csv_values[..., :2],
+                               atol=1e-3, err_msg=name)
+  # SLEAP: the learned skeleton, its edges the N - 1 heaviest links of W.
+  _, connectivity = prior_quality.extract_prior(restored.model, restored.variables)
+  edges = _heaviest_pairs(connectivity, num_parts - 1)
+  labels = sio.load_file(str(out / 'clip_ppl.slp'))
+  [skeleton] = labels.skeletons
+  assert skeleton.node_names == names
+  assert sorted(tuple(sorted(names.index(n) for n in pair))
+                for pair in skeleton.edge_names) == edges
+  assert [lf.frame_idx for lf in labels.labeled_frames] == list(range(NUM_FRAMES))
+  np.testing.assert_allclose(np.stack([lf.instances[0].numpy() for lf in labels.labeled_frames]),
+                             csv_values[..., :2], atol=1e-3)
+  # NWB with ndx-pose: one PoseEstimationSeries per keypoint, the same coordinates.
+  with pynwb.NWBHDF5IO(str(out / 'clip_ppl.nwb'), 'r') as io:
+    nwb = io.read()
+    [estimation] = [obj for module in nwb.processing.values()
+                    for obj in module.data_interfaces.values()
+                    if type(obj).__name__ == 'PoseEstimation']
+    series = estimation.pose_estimation_series
+    assert sorted(series) == names
+    for i, name in enumerate(names):
+      np.testing.assert_allclose(series[name].data[:], csv_values[:, i, :2], atol=1e-3)
+    assert sorted(tuple(sorted(map(int, e))) for e in estimation.skeleton.edges[:]) == edges
+
+
+def test_unknown_format_is_refused_before_anything_is_written(workdir, clip, tmp_path):
+  out = tmp_path / 'out'
+  with pytest.raises(ValueError, match="--formats='csv,mat': unknown mat; use a comma"):
+    predict.predict(str(workdir), str(out), video_path=str(clip), formats=['csv', 'mat'])
+  assert not out.exists()
 
 
 def test_draw_pose_link_opacity_follows_weight():
