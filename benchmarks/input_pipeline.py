@@ -11,8 +11,11 @@ images per CPU second summed over the pipeline's processes (load-independent).
 Sources: 'synthetic' always; 'synthetic_prepared' (the same renderer's frames written to
 ArrayRecord by a `VideoSourceBuilder` and read back through `PreparedSource`: the
 prepared-data path); 'custom' on a temporary folder of PNG frame folders, or
---custom_root; 'h36m' / 'taichi' with --h36m_root / --taichi_root (raw) or
---prepared_dir (prepared data, both names tried).
+--custom_root; 'long_h264': one generated H.264 video of --long_video_frames 640x480 frames,
+read as own videos are, without ('long_h264') and with ('long_h264_cached',
+config.data.frame_cache_bytes as in configs/custom_videos.py) the decode-once frame cache;
+'h36m' / 'taichi' with --h36m_root / --taichi_root (raw) or --prepared_dir (prepared data,
+both names tried).
 """
 
 import itertools
@@ -44,14 +47,22 @@ _NUM_BATCHES = flags.DEFINE_integer('num_batches', 50, 'Timed batches per measur
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed windows per measurement (median '
                                 'reported; the machine may be shared).')
 _WORKERS = flags.DEFINE_list('workers', ['0', '2'], 'Worker counts to measure.')
-_SOURCES = flags.DEFINE_list('sources', ['synthetic', 'synthetic_prepared', 'custom'],
+_SOURCES = flags.DEFINE_list('sources', ['synthetic', 'synthetic_prepared', 'custom',
+                                         'long_h264', 'long_h264_cached'],
                              'Sources to measure (h36m / taichi need a root).')
+_LONG_FRAMES = flags.DEFINE_integer('long_video_frames', 2330,
+                                    'Frames of the generated long_h264 video (640x480).')
 _H36M_ROOT = flags.DEFINE_string('h36m_root', '', 'Raw Human3.6M root (adds h36m).')
 _TAICHI_ROOT = flags.DEFINE_string('taichi_root', '', 'Raw Taichi root (adds taichi).')
 _CUSTOM_ROOT = flags.DEFINE_string('custom_root', '',
                                    'Folder of videos; default: a temporary fixture.')
 _PREPARED_DIR = flags.DEFINE_string('prepared_dir', '',
                                     'config.data.data_dir with prepared h36m/taichi.')
+
+
+CUSTOM_CACHE_BYTES = config_lib.load_config_file(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                 'configs', 'custom_videos.py')).data.frame_cache_bytes
 
 
 class PplSyntheticBench(tfds_builders.VideoSourceBuilder):
@@ -78,6 +89,24 @@ def _custom_fixture(folder):
   return folder
 
 
+def _long_h264_fixture(folder):
+  """One H.264 video of --long_video_frames 640 x 480 frames: a figure moving on noise."""
+  from ppl_jax.data import video  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  background = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+  def frames():
+    for t in range(_LONG_FRAMES.value):
+      frame = background.copy()
+      x = int(300 + 250 * np.sin(t / 40))
+      frame[150:330, x - 30:x + 30] = (230, 40, 40)
+      yield frame
+
+  os.makedirs(folder)
+  video.write_video(os.path.join(folder, 'long.mp4'), frames(), fps=30)
+  return folder
+
+
 def _cpu_seconds():
   """User + system CPU seconds of this process and its live worker processes."""
   total = 0.0
@@ -90,7 +119,7 @@ def _cpu_seconds():
   return total
 
 
-def measure(config, source, workers):
+def measure(config, source, workers, frame_cache_bytes=0):
   """Per timed window of --num_batches: (images per second, images per CPU second).
 
   Images per CPU second (all processes of the pipeline) is insensitive to other load
@@ -98,6 +127,7 @@ def measure(config, source, workers):
   most about C times that.
   """
   config.data.num_workers = workers
+  config.data.frame_cache_bytes = frame_cache_bytes
   it = iter(input_pipeline.create_train_dataset(config, source, seed=0))
   next(it)  # warm-up: worker start-up, caches
   rates, cpu_rates = [], []
@@ -145,6 +175,13 @@ def _run(config, tmp):
         continue
       root = _CUSTOM_ROOT.value or _custom_fixture(os.path.join(tmp, 'custom'))
       sources[name] = custom.CustomVideosSource(root)
+    elif name.startswith('long_h264'):
+      from ppl_jax.data import custom  # pylint: disable=g-import-not-at-top
+      folder = os.path.join(tmp, 'long')
+      if not os.path.isdir(folder):
+        print(f'writing a {_LONG_FRAMES.value}-frame 640x480 H.264 video...', flush=True)
+        _long_h264_fixture(folder)
+      sources[name] = custom.CustomVideosSource(folder)
   for name, root in (('h36m', _H36M_ROOT.value), ('taichi', _TAICHI_ROOT.value)):
     if root or _PREPARED_DIR.value:
       data = config.data.copy_and_resolve_references()
@@ -161,12 +198,14 @@ def _run(config, tmp):
         f'{"max":>8} {"frames/CPU-s":>13}')
   for name, source in sources.items():
     for workers in map(int, _WORKERS.value):
-      rates, cpu_rates = measure(config, source, workers)
+      cache = CUSTOM_CACHE_BYTES if name.endswith('_cached') else 0
+      rates, cpu_rates = measure(config, source, workers, cache)
       records.append({'source': name, 'workers': workers,
                       'frames_per_s': round(float(np.median(rates)), 1),
                       'frames_per_s_max': round(max(rates), 1),
                       'frames_per_cpu_s': round(float(np.median(cpu_rates)), 1),
                       'image_size': _IMAGE_SIZE.value, 'batch_size': _BATCH.value,
+                      'frame_cache_bytes': cache,
                       'load_average_1min': round(os.getloadavg()[0], 2)})
       print(f'{name:<20} {workers:>7} {np.median(rates):>38.1f} {max(rates):>8.1f} '
             f'{np.median(cpu_rates):>13.1f}')

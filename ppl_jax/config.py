@@ -80,6 +80,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.prefetch_buffer_size = 2
   config.data.on_bad_video = 'error'  # error | warn (skip and count)
   config.data.video_cache_frames = 16  # decoded frames kept per video file (custom videos)
+  # Training decodes each video once into memory at image_size (input_pipeline.ResizedFrames)
+  # when all of them fit in this many bytes (per grain worker); 0: decode on every read.
+  config.data.frame_cache_bytes = 0
   # Foreground masks for loss.foreground_weight and loss.on_foreground_weight:
   # |I - median background| > threshold (max over channels, [0, 1] units); the median is
   # over background_frames frames a video.
@@ -395,6 +398,7 @@ def validate(config: ml_collections.ConfigDict, *,
          f'must be 0 (no bound) or >= data.min_frame_gap = {gap}')
   _choice(config, 'data.on_bad_video', ('error', 'warn'))
   _positive(config, 'data.video_cache_frames', 'data.background_frames')
+  _positive(config, 'data.frame_cache_bytes', allow_zero=True)
   _check(0.0 < config.data.foreground_threshold < 1.0, 'data.foreground_threshold',
          config.data.foreground_threshold, 'must be in (0, 1)')
   if config.data.name == 'synthetic':

@@ -12,6 +12,7 @@ batch (grain's restriction: restore with the same `config.data.num_workers`).
 """
 
 import os
+import threading
 from typing import Any, Dict, Optional, Sequence
 
 from absl import logging
@@ -193,6 +194,94 @@ def block_mask(size: int, grid: int, ratio: float, rng: np.random.Generator, *,
   return np.repeat(np.repeat(keep.reshape(grid, grid), block, axis=0), block, axis=1)
 
 
+class ResizedFrames(base.VideoSource):
+  """`source` with every frame resized to size x size uint8, each video decoded once.
+
+  The first read of a video decodes all its frames in order (sequential decoding, no
+  seeks), resizes them as `resize_uint8` does and keeps them in memory, so reading cost
+  no longer depends on a video's length or codec. Training input only: labels stay in the
+  source's pixels. Each process (grain worker) fills its own copy.
+  """
+
+  def __init__(self, source: base.VideoSource, size: int):
+    self.source = source
+    self.size = int(size)
+    self._reset()
+
+  def _reset(self):
+    self._frames = {}                       # video -> uint8 [F, S, S, 3]
+    self._lock = threading.Lock()
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    del state['_frames'], state['_lock']
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._reset()
+
+  def nbytes(self) -> int:
+    """Bytes the cache holds once every video is read."""
+    frames = sum(self.source.num_frames(v) for v in range(self.source.num_videos))
+    return frames * self.size * self.size * 3
+
+  @property
+  def num_videos(self) -> int:
+    return self.source.num_videos
+
+  def num_frames(self, video: int) -> int:
+    return self.source.num_frames(video)
+
+  def frame(self, video: int, index: int) -> np.ndarray:
+    frames = self._frames.get(video)
+    if frames is None:
+      with self._lock:   # one decode per video, also with several reader threads
+        frames = self._frames.get(video)
+        if frames is None:
+          frames = self._decode(video)
+          self._frames[video] = frames
+    return frames[index]
+
+  def _decode(self, video: int) -> np.ndarray:
+    count = self.source.num_frames(video)
+    logging.info('Decoding %s (%d frames) into the frame cache at %d px.',
+                 self.source.video_name(video), count, self.size)
+    frames = np.empty((count, self.size, self.size, 3), np.uint8)
+    for t in range(count):
+      frames[t] = resize_uint8(self.source.frame(video, t), self.size)
+    return frames
+
+  def labels(self, video: int, index: int):
+    return self.source.labels(video, index)
+
+  def video_name(self, video: int) -> str:
+    return self.source.video_name(video)
+
+
+def cached_frames(source: base.VideoSource, data_config: ml_collections.ConfigDict
+                  ) -> base.VideoSource:
+  """`ResizedFrames(source)` when it fits config.data.frame_cache_bytes, else `source`
+  (with a warning saying what to change)."""
+  budget = data_config.get('frame_cache_bytes', 0)
+  if not budget:
+    return source
+  cached = ResizedFrames(source, data_config.image_size)
+  need = cached.nbytes()
+  if need > budget:
+    logging.warning(
+        'The training videos need %.2f GiB decoded at %d px, more than '
+        'config.data.frame_cache_bytes=%d (%.2f GiB): frames are decoded on every read '
+        'instead, which is slow for long compressed videos. Raise '
+        'config.data.frame_cache_bytes if memory allows (times config.data.num_workers, '
+        'one copy per worker), lower config.data.image_size, or train on fewer videos.',
+        need / 2**30, data_config.image_size, budget, budget / 2**30)
+    return source
+  logging.info('Frame cache: %.1f MiB for %d videos at %d px.', need / 2**20,
+               source.num_videos, data_config.image_size)
+  return cached
+
+
 class ReadPair(grain.transforms.RandomMap):
   """(video, frame) -> {'image', 'reference'}: uint8 [S, S, 3] (+ 'keep' for masked_self,
   + 'foreground' uint8 [S, S] when `foreground_threshold` > 0: I against its video's
@@ -304,7 +393,7 @@ def create_train_dataset(config: ml_collections.ConfigDict, source: base.VideoSo
                      f'({len(index)} in total).')
   ds = ds.seed(seed).shuffle().repeat(None)
   ds = ds.random_map(ReadPair(
-      source, image_size=data.image_size, context=config.model.context,
+      cached_frames(source, data), image_size=data.image_size, context=config.model.context,
       min_frame_gap=data.min_frame_gap, max_frame_gap=data.max_frame_gap,
       random_flip=data.random_flip, mask_grid=config.model.mask_grid,
       mask_ratio=config.model.mask_ratio, mask_sampling=config.model.mask_sampling,

@@ -1,12 +1,16 @@
 """Tests of ppl_jax.input_pipeline on a tiny in-test source with known content."""
 
+import collections
+import copy
 import itertools
 import logging
+import pickle
 
 from absl import flags
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from ppl_jax import config as config_lib
 from ppl_jax import input_pipeline
@@ -311,3 +315,61 @@ def test_synthetic_source_through_pipeline():
     pixels = test_source.labels(v, t).keypoints.astype(np.float64)
     want = (2 * pixels + 1) / np.array([width, height]) - 1  # half-pixel convention
     np.testing.assert_allclose(eval_batch['keypoints'][i], want, atol=1e-6)
+
+
+class CountingVideos(CodedVideos):
+  """CodedVideos with a noise texture (so resizing matters) that counts frame reads."""
+
+  def __init__(self, lengths):
+    super().__init__(lengths, height=40, width=52)
+    self.reads = collections.Counter()
+
+  def frame(self, video, index):
+    self.reads[video] += 1
+    out = super().frame(video, index)
+    noise = np.random.default_rng(100 * video + index).integers(0, 256, out.shape[:2])
+    out[..., 2] = noise.astype(np.uint8)
+    return out
+
+
+def test_frame_cache_decodes_each_video_once_and_changes_no_batch():
+  lengths = [7, 9, 5]
+  config = make_config(random_flip=True, frame_cache_bytes=10**6)
+  config.model.context = 'masked_self'
+  config.model.mask_grid = 4
+  config.loss.foreground_weight = 1.0   # the median background reads frames too
+  plain = take(input_pipeline.create_train_dataset(_without_cache(config),
+                                                   CountingVideos(lengths), seed=3), 8)
+  source = CountingVideos(lengths)
+  cached = take(input_pipeline.create_train_dataset(config, source, seed=3), 8)
+  for x, y in zip(plain, cached):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+  # Every video was read whole exactly once, in order, whatever the batches asked for.
+  assert dict(source.reads) == {v: n for v, n in enumerate(lengths)}
+
+
+def _without_cache(config):
+  plain = copy.deepcopy(config)
+  plain.data.frame_cache_bytes = 0
+  return plain
+
+
+def test_frame_cache_frames_and_budget(caplog):
+  source = CountingVideos([3, 2])
+  cache = input_pipeline.ResizedFrames(source, 16)
+  assert cache.nbytes() == 5 * 16 * 16 * 3
+  for video, t in [(1, 1), (0, 2), (1, 0)]:
+    want = np.asarray(Image.fromarray(CountingVideos([3, 2]).frame(video, t)).resize(
+        (16, 16), Image.BILINEAR))
+    np.testing.assert_array_equal(cache.frame(video, t), want)
+  clone = pickle.loads(pickle.dumps(cache))     # grain workers: an empty cache of their own
+  assert clone._frames == {} and clone.frame(0, 1).shape == (16, 16, 3)
+  data = make_config(frame_cache_bytes=5 * 16 * 16 * 3).data
+  assert isinstance(input_pipeline.cached_frames(source, data), input_pipeline.ResizedFrames)
+  data.frame_cache_bytes -= 1
+  with caplog.at_level(logging.WARNING):
+    assert input_pipeline.cached_frames(source, data) is source
+  assert 'more than config.data.frame_cache_bytes=3839' in caplog.text
+  assert 'Raise config.data.frame_cache_bytes' in caplog.text
