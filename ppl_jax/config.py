@@ -177,6 +177,9 @@ def default_config() -> ml_collections.ConfigDict:
   # logits / 512 and multiplies by 512 inside the softplus). 512 at the paper's lr 1e-3 made
   # W's logits move 10x faster than the release's, and W collapsed.
   config.optim.connectivity_lr_multiplier = 51.2
+  # Ours, 0 in the paper's method: W stays at its initial value before this step (the
+  # keypoints settle first; Adam's moments still see W's gradients).
+  config.optim.connectivity_start_step = 0
   config.optim.grad_clip_norm = 0.0   # 0 = no clipping
   config.optim.schedule = 'constant'  # constant | cosine | warmup_cosine
   config.optim.warmup_steps = 0
@@ -491,7 +494,7 @@ def validate(config: ml_collections.ConfigDict, *,
   _positive(config, 'optim.learning_rate', 'optim.eps',
             'optim.connectivity_lr_multiplier')
   _positive(config, 'optim.weight_decay', 'optim.grad_clip_norm',
-            'optim.warmup_steps', allow_zero=True)
+            'optim.warmup_steps', 'optim.connectivity_start_step', allow_zero=True)
   _check(config.optim.warmup_steps < config.num_train_steps,
          'optim.warmup_steps', config.optim.warmup_steps,
          f'must be < num_train_steps = {config.num_train_steps}')

@@ -1,7 +1,8 @@
 """The optimizer: Adam(W) with a 512x learning rate on the connectivity logits.
 
 Parameters are labelled by path and routed through `optax.multi_transform`:
-  'connectivity'  params['connectivity']['logits']     lr * connectivity_lr_multiplier
+  'connectivity'  params['connectivity']['logits']     lr * connectivity_lr_multiplier,
+                                                       0 before connectivity_start_step
   'frozen'        a prior that config.model says is not trainable   optax.set_to_zero
   'base'          everything else                                  lr
 """
@@ -68,9 +69,14 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   optim_config = config.optim
   schedule = learning_rate_schedule(optim_config, config.num_train_steps)
   multiplier = optim_config.connectivity_lr_multiplier
+  start = optim_config.connectivity_start_step
+
+  def connectivity_lr(step):
+    return multiplier * schedule(step) * (step >= start)
+
   transforms: Dict[str, optax.GradientTransformation] = {
       'base': _adam(optim_config, schedule),
-      'connectivity': _adam(optim_config, lambda step: multiplier * schedule(step)),
+      'connectivity': _adam(optim_config, connectivity_lr),
       'frozen': optax.set_to_zero(),
   }
   tx = optax.multi_transform(

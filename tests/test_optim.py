@@ -87,6 +87,29 @@ def test_connectivity_lr_and_frozen_prior():
     np.testing.assert_array_equal(np.asarray(updates['keypoint_prior']['points']), 0.0)
 
 
+def test_connectivity_start_step():
+  # W's lr is 0 for steps 0 and 1; Adam's moments still take those gradients (float64
+  # reference with lrs 0, 0, 64e-3, 64e-3).
+  rng = np.random.default_rng(2)
+  params = _params(rng)
+  grads_seq = [_params(rng) for _ in range(4)]
+  config = _config(learning_rate=1e-3, connectivity_lr_multiplier=64.0,
+                   connectivity_start_step=2)
+  updates_seq = _run(config, params, grads_seq)
+  expected = _adam_reference([g['connectivity']['logits'] for g in grads_seq],
+                             [0.0, 0.0, 64e-3, 64e-3])
+  for t, updates in enumerate(updates_seq):
+    np.testing.assert_allclose(np.asarray(updates['connectivity']['logits']), expected[t],
+                               rtol=2e-5, atol=1e-9)
+  base = _adam_reference([g['encoder']['Dense_0']['bias'] for g in grads_seq], [1e-3] * 4)
+  np.testing.assert_allclose(np.asarray(updates_seq[0]['encoder']['Dense_0']['bias']), base[0],
+                             rtol=2e-5, atol=1e-9)
+  with pytest.raises(ValueError, match='optim.connectivity_start_step'):
+    bad = _config(connectivity_start_step=-1)
+    bad.loss.perceptual, bad.loss.pixel = 'none', 'l1'
+    config_lib.validate(bad, num_devices=1, num_processes=1)
+
+
 def test_memory_prior_flag_ignored():
   # keypoint_prior_trainable only concerns explicit priors; 'memory' has no such param.
   config = config_lib.default_config()
