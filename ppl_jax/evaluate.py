@@ -13,6 +13,12 @@ which training writes; --config=configs/x.py overrides it) and writes DIR/eval/:
                   RandomMasking (0 = clean, 0.1-0.4) and CenterMasking (4-12
                   patches), error per iteration with the assignment matched on
                   clean frames (paper Figs. 6-7)
+                - occlusion_identity_recall/<masking>: the same loop with the memory's
+                  recall replaced by the identity (clean, RandomMasking 0.3,
+                  CenterMasking 8): whether the memory or the loop moves the poses
+                - memory_recall: matched error of T'_recon = recall(T') of the clean
+                  test estimates, its distance to T', and codebook use per bank (the
+                  fraction of tokens used, perplexity), `evaluation.memory_diagnostics`
                 - prior_edges: connectivity edge precision / recall against the
                   source's ground-truth skeleton (when it has one)
                 - prior_drift: movement of T and W between the kept checkpoints
@@ -59,6 +65,7 @@ from ppl_jax.evaluation import discovery
 from ppl_jax.evaluation import figures
 from ppl_jax.evaluation import iterative
 from ppl_jax.evaluation import matching
+from ppl_jax.evaluation import memory_diagnostics
 from ppl_jax.evaluation.mean_pose import mean_training_pose
 from ppl_jax.evaluation import occlusion
 from ppl_jax.evaluation import prior_quality
@@ -138,6 +145,7 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
                     'fraction': attachment.fraction}})
   else:
     results['keypoint_attachment'] = _skipped('the test source has no skeleton')
+  results['memory_recall'] = _memory_recall(restored, test)
   results['heatmap_reliance'] = jsonable({
       'protocol': 'heatmap_reliance', 'value': _heatmap_reliance(restored, test_source),
       'units': 'L1(recon with S = 0) / L1(recon) - 1', 'split': 'test',
@@ -222,6 +230,8 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
     results['occlusion'] = _occlusion(restored, test_source, test, match.assignment,
                                       connectivity, max_eval_frames, num_iterations,
                                       figure)
+    results['occlusion_identity_recall'] = _identity_recall_sweep(
+        restored, test_source, match.assignment, max_eval_frames, num_iterations)
 
   training_provenance = workdir_lib.read_provenance(restored.workdir)
   report = {'workdir': os.path.abspath(restored.workdir), 'dataset': config.data.name,
@@ -234,6 +244,28 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
   with open(os.path.join(out_dir, 'report.md'), 'w') as f:
     f.write(_markdown(report))
   return report
+
+
+def _memory_recall(restored: inference.Restored, test: inference.Predictions
+                   ) -> Dict[str, Any]:
+  """The memory's recall T'_recon of the clean test estimates T' (`memory_diagnostics`):
+  its own matched error against the ground truth, its distance to T', codebook use."""
+  recalled, indices = memory_diagnostics.recall_and_indices(
+      restored.model, restored.variables, test.predicted,
+      batch_size=restored.config.eval_batch_size)
+  match = _matched(recalled, test.keypoints, test.visible)
+  usage = memory_diagnostics.codebook_usage(indices, restored.config.model.memory_tokens)
+  # [-1, 1] spans the image side twice: x 100 / 2 gives units of the image side x 100.
+  to_estimate = 50.0 * np.linalg.norm(recalled - test.predicted, axis=-1).mean()
+  return jsonable({
+      'protocol': 'memory_recall_min_cost_flow_matching', 'value': 100 * match.error,
+      'units': IMAGE_SIDE_UNITS, 'split': 'test', 'checkpoint_step': restored.step,
+      'details': {'distance_to_estimate': float(to_estimate),
+                  'used_fraction': usage['used_fraction'],
+                  'perplexity': usage['perplexity'],
+                  'mean_used_fraction': float(usage['used_fraction'].mean()),
+                  'mean_perplexity': float(usage['perplexity'].mean()),
+                  'tokens_per_bank': restored.config.model.memory_tokens}})
 
 
 def _heatmap_reliance(restored: inference.Restored, source: base.VideoSource,
@@ -319,6 +351,24 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
   return results
 
 
+def _identity_recall_sweep(restored, source, assignment, max_frames, num_iterations
+                           ) -> Dict[str, Any]:
+  """The loop with the memory's recall replaced by the identity (T'_recon = T') under
+  DIAGNOSTIC_MASKINGS: next to `occlusion`, it shows whether the memory or the loop moves
+  the poses."""
+  config = restored.config
+  infer = iterative.make_iterative_inference(restored.model, num_iterations=num_iterations,
+                                             recall=False)
+  swept = iterative.occlusion_sweep(
+      infer, restored.variables, inference.eval_batches(config, source, max_frames),
+      [occlusion.RandomMasking(0.0, seed=config.seed),
+       occlusion.RandomMasking(0.3, seed=config.seed), occlusion.CenterMasking(8)],
+      assignment=assignment, reference_keep=_reference_keep(config))
+  return {name: _entry(result, split='test', step=restored.step,
+                       assignment_from='matched_error (clean test frames)')
+          for name, result in swept.items()}
+
+
 def _fmt(entry: Dict[str, Any]) -> str:
   if 'skipped' in entry:
     return f'skipped: {entry["skipped"]}'
@@ -335,12 +385,14 @@ def _markdown(report: Dict[str, Any]) -> str:
            'with their protocol, units and split.', '',
            '| result | protocol | split | value | units |', '|---|---|---|---|---|']
   rows = [(k, results[k]) for k in ('matched_error', 'mean_pose_baseline', 'part_coverage',
-                                    'keypoint_attachment',
+                                    'keypoint_attachment', 'memory_recall',
                                     'heatmap_reliance', 'regression',
                                     'prior_edges')]
   if 'skipped' not in results['occlusion']:
     rows += [(f'occlusion {k} (last iteration)', v)
              for k, v in results['occlusion'].items()]
+    rows += [(f'occlusion {k}, recall = identity (last iteration)', v)
+             for k, v in results['occlusion_identity_recall'].items()]
   for name, entry in rows:
     lines.append(f'| {name} | {entry.get("protocol", "")} | {entry.get("split", "")} | '
                  f'{_fmt(entry)} | {entry.get("units", "")} |')

@@ -62,7 +62,9 @@ def test_report_layout_and_figures(run):
   results = report['results']
   assert set(results) == {'matched_error', 'mean_pose_baseline', 'regression',
                           'prior_edges', 'prior_drift', 'occlusion', 'part_coverage',
-                          'keypoint_attachment', 'heatmap_reliance'}
+                          'keypoint_attachment', 'heatmap_reliance', 'memory_recall',
+                          'occlusion_identity_recall'}
+  assert set(results['occlusion_identity_recall']) == {'random_0', 'random_0.3', 'center_8'}
   assert report['provenance']['packages']['jax'] and report['training_provenance']
   expected = {'matched_error': ('min_cost_flow_matching', 'test'),
               'mean_pose_baseline': ('mean_training_pose_min_cost_flow_matching', 'test'),
@@ -184,6 +186,68 @@ def test_matched_error_matches_independent_recomputation(run):
                                     truth / 2, visible)
   np.testing.assert_allclose(report['results']['mean_pose_baseline']['value'],
                              100 * baseline.error, rtol=1e-4)
+
+
+def test_memory_diagnostics_match_independent_recomputation(run):
+  workdir, report = run
+  restored = inference.restore(workdir_lib.load_config(str(workdir)), str(workdir))
+  config, model, variables = restored.config, restored.model, restored.variables
+  images, truth, visible = _test_frames(config, MAX_EVAL_FRAMES)
+  predicted, _ = model.apply(variables, images, train=False, method=PPL.estimate)
+  recalled = np.asarray(model.apply(variables, predicted, method=PPL.recall), np.float64)
+  predicted = np.asarray(predicted, np.float64)
+  entry = report['results']['memory_recall']
+  expected = matching.matched_error(recalled / 2, truth / 2, visible)
+  np.testing.assert_allclose(entry['value'], 100 * expected.error, rtol=1e-4)
+  np.testing.assert_allclose(entry['details']['distance_to_estimate'],
+                             50 * np.linalg.norm(recalled - predicted, axis=-1).mean(),
+                             rtol=1e-4)
+  # Codebook use from a numpy nearest-token search on the encoded keypoints.
+  tokens = np.asarray(model.apply(variables, predicted.astype(np.float32),
+                                  method=lambda m, k: m.mix_enc(k)), np.float64)
+  codebook = np.asarray(variables['memory']['memory']['codebook'], np.float64)
+  nearest = ((tokens[:, :, None] - codebook[None]) ** 2).sum(-1).argmin(-1)   # [F, m]
+  k = config.model.memory_tokens
+  used, perplexity = [], []
+  for bank in range(nearest.shape[1]):
+    p = np.bincount(nearest[:, bank], minlength=k) / len(nearest)
+    used.append((p > 0).mean())
+    perplexity.append(np.exp(-sum(q * np.log(q) for q in p if q > 0)))
+  np.testing.assert_allclose(entry['details']['used_fraction'], used)
+  np.testing.assert_allclose(entry['details']['perplexity'], perplexity, rtol=1e-6)
+  # The identity-recall loop on CenterMasking 8, stepped here with the model's methods:
+  # estimate, then decode the (masked-context) reference with T' itself, repeat.
+  patch = config.data.image_size // 32
+  masked = images.copy()
+  masked[:, 12 * patch:20 * patch, 12 * patch:20 * patch] = 0.0
+  batch = config.eval_batch_size
+  per_frame = []
+  for index, start in enumerate(range(0, len(masked), batch)):
+    rows = masked[start:start + batch]
+    current = np.concatenate([rows, np.zeros((batch - len(rows),) + rows.shape[1:], rows.dtype)])
+    rng = np.random.default_rng((config.seed, index))
+    keep = np.stack([input_pipeline.block_mask(config.data.image_size, config.model.mask_grid,
+                                               config.model.mask_ratio, rng,
+                                               sampling=config.model.mask_sampling)
+                     for _ in range(batch)])
+    reference = current * keep[..., None]
+    steps = []
+    for _ in range(4):
+      keypoints, _ = model.apply(variables, current, train=False, method=PPL.estimate)
+      steps.append(np.asarray(keypoints, np.float64)[:len(rows)])
+      current, _ = model.apply(variables, reference, keypoints, train=False,
+                               method=PPL.render_and_decode)
+    per_frame.append(np.stack(steps))
+  iterations = np.concatenate(per_frame, axis=1)
+  assignment = np.asarray(report['results']['matched_error']['details']['assignment'])
+  errors = np.linalg.norm(iterations[:, :, assignment] - truth, axis=-1) / 2
+  identity = report['results']['occlusion_identity_recall']
+  np.testing.assert_allclose(identity['center_8']['details']['per_iteration'],
+                             100 * errors[:, visible].mean(axis=1), rtol=1e-4)
+  # Iteration 0 does not depend on the recall.
+  np.testing.assert_allclose(identity['random_0']['details']['per_iteration'][0],
+                             report['results']['occlusion']['random_0']['details']
+                             ['per_iteration'][0], rtol=1e-6)
 
 
 def test_no_checkpoint_is_a_clear_error_and_writes_nothing(tmp_path):

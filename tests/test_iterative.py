@@ -7,6 +7,7 @@ import pytest
 
 from ppl_jax import config as config_lib
 from ppl_jax.evaluation import iterative
+from ppl_jax.evaluation import memory_diagnostics
 from ppl_jax.evaluation import occlusion
 from ppl_jax.models import build_model
 
@@ -79,6 +80,33 @@ def test_iterations_follow_the_paper(tiny):
     current = recon
   # The iterations change the input, so later keypoints differ from iteration 0's.
   assert np.abs(outputs['keypoints'][1] - outputs['keypoints'][0]).max() > 1e-6
+
+
+def test_identity_recall_decodes_the_estimate_itself(tiny):
+  model, variables = tiny
+  image = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  outputs = iterative.make_iterative_inference(model, num_iterations=3, recall=False)(
+      variables, image)
+  estimate, recall, decode = _model_steps(model, variables)
+  current = image
+  for t in range(3):
+    keypoints, _ = estimate(current)
+    recon, heatmap = decode(image, keypoints)
+    np.testing.assert_allclose(outputs['keypoints'][t], keypoints, atol=1e-4)
+    np.testing.assert_array_equal(outputs['keypoints_recon'][t], outputs['keypoints'][t])
+    np.testing.assert_allclose(outputs['recon'][t], recon, atol=1e-4)
+    np.testing.assert_allclose(outputs['heatmap'][t], heatmap, atol=1e-4)
+    current = recon
+  # The memory's recall would have moved them.
+  assert np.abs(np.asarray(recall(outputs['keypoints'][0])) - outputs['keypoints'][0]).max() > 1e-3
+
+
+def test_codebook_usage_hand_computed():
+  indices = np.array([[0, 1], [0, 1], [1, 1], [2, 1]])
+  usage = memory_diagnostics.codebook_usage(indices, num_tokens=4)
+  # Bank 0: frequencies 1/2, 1/4, 1/4, 0 -> 3 of 4 tokens, perplexity 2^1.5; bank 1: one token.
+  np.testing.assert_allclose(usage['used_fraction'], [0.75, 0.25])
+  np.testing.assert_allclose(usage['perplexity'], [2 ** 1.5, 1.0])
 
 
 def test_occlusion_sweep_hand_computed():

@@ -25,9 +25,11 @@ from ppl_jax.evaluation.regression import ProtocolResult
 FIXED_MATCHING_PROTOCOL = 'matched_l2_fixed_assignment'
 
 
-def make_iterative_inference(model, *, num_iterations: int = 4) -> Callable:
+def make_iterative_inference(model, *, num_iterations: int = 4,
+                             recall: bool = True) -> Callable:
   """Jitted fn(variables, image, reference_keep=None) -> dict of per-iteration outputs
-  (eval mode).
+  (eval mode). recall=False replaces the memory's recall by the identity (T'_recon = T'),
+  a diagnostic that separates what the memory does from what the loop does.
 
   image: [B, H, W, 3] in [-1, 1]; reference_keep: None or [B, H, W] (1 keep, 0 zero),
   applied to the reference I (masked_self models). Returns, stacked over iterations first:
@@ -43,7 +45,8 @@ def make_iterative_inference(model, *, num_iterations: int = 4) -> Callable:
 
     def iteration(current, _):
       keypoints, _ = model.apply(variables, current, train=False, method=model.estimate)
-      keypoints_recon = model.apply(variables, keypoints, method=model.recall)
+      keypoints_recon = (model.apply(variables, keypoints, method=model.recall) if recall
+                         else keypoints)
       recon, heatmap = model.apply(variables, reference, keypoints_recon, train=False,
                                    method=model.render_and_decode)
       outputs = {'keypoints': keypoints, 'keypoints_recon': keypoints_recon,

@@ -109,6 +109,11 @@ class PPL(nn.Module):
     _, quantized, _ = self.memory(self.mix_enc(jax.lax.stop_gradient(keypoints)), train=False)
     return self.mix_dec(quantized)
 
+  def memory_indices(self, keypoints):
+    """int32 [B, m]: the memory token each bank quantises the encoded T' [B, N, 2] to."""
+    _, _, indices = self.memory(self.mix_enc(jax.lax.stop_gradient(keypoints)), train=False)
+    return indices
+
   def render_and_decode(self, reference, keypoints, *, train):
     """(I_recon [B, H, W, 3], S [B, H, W]) from the reference [B, H, W, 3] and T' [B, N, 2]."""
     return self._render_and_decode(reference, keypoints, self.connectivity(), train)
