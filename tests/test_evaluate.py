@@ -53,6 +53,15 @@ def _test_frames(config, count, split='test'):
           np.stack(visible))
 
 
+def _training_keep(config, batch_index, batch_size):
+  """The block masks evaluate gives masked_self references: seeded (config.seed, batch)."""
+  rng = np.random.default_rng((config.seed, batch_index))
+  return np.stack([input_pipeline.block_mask(config.data.image_size, config.model.mask_grid,
+                                             config.model.mask_ratio, rng,
+                                             sampling=config.model.mask_sampling)
+                   for _ in range(batch_size)])
+
+
 def test_report_layout_and_figures(run):
   workdir, report = run
   out = workdir / 'eval'
@@ -158,11 +167,7 @@ def test_matched_error_matches_independent_recomputation(run):
   for index, start in enumerate(range(0, len(masked), batch)):
     rows = masked[start:start + batch]
     padded = np.concatenate([rows, np.zeros((batch - len(rows),) + rows.shape[1:], rows.dtype)])
-    rng = np.random.default_rng((config.seed, index))
-    keep = np.stack([input_pipeline.block_mask(config.data.image_size, config.model.mask_grid,
-                                               config.model.mask_ratio, rng,
-                                               sampling=config.model.mask_sampling)
-                     for _ in range(batch)])
+    keep = _training_keep(config, index, batch)
     per_frame.append(np.asarray(infer(restored.variables, padded, keep)['keypoints'],
                                 np.float64)[:, :len(rows)])
   iterations = np.concatenate(per_frame, axis=1)            # [iters, F, N, 2]
@@ -225,11 +230,7 @@ def test_memory_diagnostics_match_independent_recomputation(run):
   for index, start in enumerate(range(0, len(masked), batch)):
     rows = masked[start:start + batch]
     current = np.concatenate([rows, np.zeros((batch - len(rows),) + rows.shape[1:], rows.dtype)])
-    rng = np.random.default_rng((config.seed, index))
-    keep = np.stack([input_pipeline.block_mask(config.data.image_size, config.model.mask_grid,
-                                               config.model.mask_ratio, rng,
-                                               sampling=config.model.mask_sampling)
-                     for _ in range(batch)])
+    keep = _training_keep(config, index, batch)
     reference = current * keep[..., None]
     steps = []
     for _ in range(4):
