@@ -166,6 +166,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.loss.equivariance_degrees = 15.0
   config.loss.equivariance_log_scale = 0.1
   config.loss.equivariance_shift = 0.1
+  # Probability that the warped copy is also contrast-inverted (I -> -I in [-1, 1]): its
+  # keypoints must not depend on whether the figure is lighter or darker than the scene.
+  config.loss.equivariance_invert_prob = 0.0
 
   # --- optimisation -----------------------------------------------------
   config.optim = ml_collections.ConfigDict()
@@ -471,6 +474,8 @@ def validate(config: ml_collections.ConfigDict, *,
             'loss.separation_weight', 'loss.equivariance_weight',
             'loss.equivariance_degrees', 'loss.equivariance_log_scale',
             'loss.equivariance_shift', allow_zero=True)
+  _check(0.0 <= config.loss.equivariance_invert_prob <= 1.0, 'loss.equivariance_invert_prob',
+         config.loss.equivariance_invert_prob, 'must be in [0, 1]')
   _positive(config, 'loss.separation_margin')
   if config.loss.perceptual != 'none':
     weights = config.loss.vgg_weights

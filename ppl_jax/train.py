@@ -87,11 +87,14 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
         rng, image.shape[0], max_degrees=loss_config.equivariance_degrees,
         max_log_scale=loss_config.equivariance_log_scale,
         max_shift=loss_config.equivariance_shift)
+    warped = ops.warp_images(image, matrix, shift)
+    if loss_config.equivariance_invert_prob:
+      warped, _ = ops.invert_some(jax.random.fold_in(rng, 1), warped,
+                                  loss_config.equivariance_invert_prob)
     # Train-mode BatchNorm like the main pass; the statistics of this pass are dropped (the
     # state keeps those of the real frames).
     (warped_keypoints, _), _ = model.apply(
-        variables, ops.warp_images(image, matrix, shift), train=True, method=PPL.estimate,
-        mutable=mutable)
+        variables, warped, train=True, method=PPL.estimate, mutable=mutable)
     return equivariance_loss(warped_keypoints, keypoints, matrix, shift)
 
   def loss_and_grads(state, batch, vgg_params):

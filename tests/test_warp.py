@@ -69,3 +69,14 @@ def test_equivariance_loss_closed_form():
   offset = rng.normal(0, 0.05, moved.shape)
   got = objective.equivariance_loss(jnp.asarray(moved + offset, jnp.float32), *args)
   np.testing.assert_allclose(got, np.mean(offset ** 2), rtol=1e-4)
+
+
+def test_invert_some_negates_the_drawn_images():
+  images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (400, 2, 3, 3)), jnp.float32)
+  out, inverted = ops.invert_some(jax.random.key(1), images, 0.5)
+  out, inverted = np.asarray(out), np.asarray(inverted)
+  np.testing.assert_array_equal(out[inverted], -np.asarray(images)[inverted])
+  np.testing.assert_array_equal(out[~inverted], np.asarray(images)[~inverted])
+  assert 0.4 < inverted.mean() < 0.6
+  for prob, expected in ((0.0, False), (1.0, True)):
+    assert np.all(np.asarray(ops.invert_some(jax.random.key(2), images, prob)[1]) == expected)

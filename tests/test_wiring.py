@@ -13,6 +13,7 @@ from ppl_jax import input_pipeline
 from ppl_jax import sharding
 from ppl_jax import train
 from ppl_jax import train_state
+from ppl_jax.losses import objective
 from ppl_jax.models import build_model
 from ppl_jax.models.mixer import MixerDecoder
 from ppl_jax.models.ppl import PPL
@@ -166,6 +167,23 @@ def test_equivariance_term_enters_the_loss(step_setup):
                              equivariance_shift=0.0)
   assert identity['equivariance_loss'] < 1e-10
   np.testing.assert_allclose(identity['loss'], base['loss'], rtol=1e-6)
+  # The identity warp with every copy contrast-inverted: the term compares T'(-I) with T'(I),
+  # both from train-mode passes on the whole batch, re-derived here.
+  inverted, _ = metrics_with(equivariance_degrees=0.0, equivariance_log_scale=0.0,
+                             equivariance_shift=0.0, equivariance_invert_prob=1.0)
+  model, variables = base_setup.model, train_state.model_variables(state)
+  mutable = ['batch_stats', 'memory']
+
+  def keypoints_of(images):
+    (keypoints, _), _ = model.apply(variables, images, train=True, method=PPL.estimate,
+                                    mutable=mutable)
+    return np.asarray(keypoints, np.float64)
+
+  plain, negated = keypoints_of(batch['image']), keypoints_of(-batch['image'])
+  expected = objective.equivariance_loss(negated, plain, np.eye(2)[None].repeat(len(plain), 0),
+                                         np.zeros((len(plain), 2)))
+  assert inverted['equivariance_loss'] > 1e-6
+  np.testing.assert_allclose(inverted['equivariance_loss'], expected, rtol=1e-4)
   warped, grads = metrics_with()
   assert warped['equivariance_loss'] > 1e-6
   np.testing.assert_allclose(warped['loss'] - base['loss'], 10.0 * warped['equivariance_loss'],

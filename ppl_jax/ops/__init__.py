@@ -2,6 +2,7 @@
 
 from ppl_jax.ops.grid import pixel_grid
 from ppl_jax.ops.link_heatmap import link_heatmap
-from ppl_jax.ops.warp import random_similarity, warp_images, warp_points
+from ppl_jax.ops.warp import invert_some, random_similarity, warp_images, warp_points
 
-__all__ = ['link_heatmap', 'pixel_grid', 'random_similarity', 'warp_images', 'warp_points']
+__all__ = ['invert_some', 'link_heatmap', 'pixel_grid', 'random_similarity', 'warp_images',
+           'warp_points']

@@ -23,6 +23,13 @@ def random_similarity(rng, batch: int, *, max_degrees: float, max_log_scale: flo
   return matrix, shift
 
 
+def invert_some(rng, images, prob: float):
+  """images [B, H, W, C] in [-1, 1] with each one contrast-inverted (-x) with probability
+  `prob`; returns (images, inverted bool [B])."""
+  inverted = jax.random.uniform(rng, images.shape[:1]) < prob
+  return jnp.where(inverted[:, None, None, None], -images, images), inverted
+
+
 def warp_images(images, matrix, shift):
   """images [B, H, W, C] -> warped [B, H, W, C]: bilinear, edges extended."""
   b, h, w, c = images.shape
