@@ -110,6 +110,9 @@ def _row(seed, report, seconds, command) -> dict:
       'coverage_best_fraction': coverage['details']['best_fraction'],
       'reliance': r['heatmap_reliance']['value'],
       'attached': r.get('keypoint_attachment', {}).get('value'),
+      'attached_per_video': r.get('keypoint_attachment', {}).get('details', {}).get(
+          'per_video_mean'),
+      'inversion_shift': r.get('contrast_inversion_shift', {}).get('value'),
       'per_joint': r['matched_error']['details']['per_joint'],
       'train_seconds': seconds, 'command': ' '.join(command),
       'training_provenance': report.get('training_provenance'),
@@ -128,13 +131,13 @@ def _summary(rows):
 
 
 def _count(value) -> str:
-  return '-' if value is None else f'{value:g}'
+  return '-' if value is None else f'{value:.3g}'
 
 
 def _print(rows, summary):
   header = (f'{"seed":>4} {"matched":>8} {"mean pose":>9} {"ratio":>6} {"regr":>6} '
-            f'{"ratio":>6} {"cover":>6} {"attach":>6} {"reliance":>8} {"min":>5}  '
-            'worst joints (matched)')
+            f'{"ratio":>6} {"cover":>6} {"attach":>6} {"/video":>6} {"invert":>6} '
+            f'{"reliance":>8} {"min":>5}  worst joints (matched)')
   print(header)
   for r in rows:
     worst_joints = sorted(range(len(r['per_joint'])), key=lambda j: -(r['per_joint'][j] or 0))[:3]
@@ -143,6 +146,7 @@ def _print(rows, summary):
     print(f'{r["seed"]:>4} {r["matched"]:8.2f} {r["mean_pose"]:9.2f} {r["matched_ratio"]:6.2f} '
           f'{r["regression"] or float("nan"):6.2f} {r["regression_ratio"] or float("nan"):6.2f} '
           f'{r["coverage"]:>3}/{r["num_joints"]:<2} {_count(r.get("attached")):>6} '
+          f'{_count(r.get("attached_per_video")):>6} {_count(r.get("inversion_shift")):>6} '
           f'{r["reliance"]:8.3f} {minutes:>5}  {joints}')
   for stat in ('median', 'worst'):
     s = {k: v[stat] for k, v in summary.items()}

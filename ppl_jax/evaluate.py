@@ -25,7 +25,10 @@ which training writes; --config=configs/x.py overrides it) and writes DIR/eval/:
                 - part_coverage: joints with one keypoint within 3% of the image
                   side on >= 80% of test frames (`evaluation.discovery`)
                 - keypoint_attachment: keypoints that stay within 3% of the image
-                  side of one fixed point of one bone (when the source has a skeleton)
+                  side of one fixed point of one bone (when the source has a skeleton);
+                  details.per_video_mean: the same count within each video, averaged
+                - contrast_inversion_shift: how far T' moves when the test frames are
+                  contrast-inverted (-I), `evaluation.discovery.inversion_shift`
                 - heatmap_reliance: L1 of the reconstruction with S zeroed over
                   with S, minus 1, on test frames with training-style references
                 - provenance / training_provenance: git commit and package versions
@@ -142,10 +145,21 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
                  'of a fixed point of one bone',
         'split': 'test', 'checkpoint_step': step,
         'details': {'distance': attachment.distance, 'bone': attachment.bone,
-                    'fraction': attachment.fraction}})
+                    'fraction': attachment.fraction,
+                    'per_video_mean': discovery.per_video_attachment(
+                        test.predicted / 2, test.keypoints / 2, test.visible,
+                        test_source.skeleton, test.video)}})
   else:
     results['keypoint_attachment'] = _skipped('the test source has no skeleton')
   results['memory_recall'] = _memory_recall(restored, test)
+  shift = discovery.inversion_shift(restored.model, restored.variables,
+                                    _first_test_images(restored, test_source,
+                                                       min(max_eval_frames or 64, 64)),
+                                    batch_size=config.eval_batch_size)
+  results['contrast_inversion_shift'] = jsonable({
+      'protocol': 'contrast_inversion_shift', 'value': 100 * float(shift.mean()),
+      'units': 'mean distance T\'(-I) to T\'(I), image side x 100', 'split': 'test',
+      'checkpoint_step': step, 'details': {'per_keypoint': 100 * shift}})
   results['heatmap_reliance'] = jsonable({
       'protocol': 'heatmap_reliance', 'value': _heatmap_reliance(restored, test_source),
       'units': 'L1(recon with S = 0) / L1(recon) - 1', 'split': 'test',
@@ -244,6 +258,13 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
   with open(os.path.join(out_dir, 'report.md'), 'w') as f:
     f.write(_markdown(report))
   return report
+
+
+def _first_test_images(restored: inference.Restored, source: base.VideoSource,
+                       max_frames: int = 64) -> np.ndarray:
+  """The first `max_frames` labelled test frames [F, S, S, 3] in [-1, 1]."""
+  return np.concatenate([np.asarray(b['image'])[np.asarray(b['valid'], bool)]
+                         for b in inference.eval_batches(restored.config, source, max_frames)])
 
 
 def _memory_recall(restored: inference.Restored, test: inference.Predictions
@@ -385,7 +406,8 @@ def _markdown(report: Dict[str, Any]) -> str:
            'with their protocol, units and split.', '',
            '| result | protocol | split | value | units |', '|---|---|---|---|---|']
   rows = [(k, results[k]) for k in ('matched_error', 'mean_pose_baseline', 'part_coverage',
-                                    'keypoint_attachment', 'memory_recall',
+                                    'keypoint_attachment', 'contrast_inversion_shift',
+                                    'memory_recall',
                                     'heatmap_reliance', 'regression',
                                     'prior_edges')]
   if 'skipped' not in results['occlusion']:

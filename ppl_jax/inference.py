@@ -48,7 +48,7 @@ def eval_outputs(eval_step: Callable, mesh: jax.sharding.Mesh, state,
   """`eval_step` on `input_pipeline.create_eval_dataset` batches, padding rows dropped.
 
   Yields per batch 'predicted' [b, N, 2], 'keypoints' [b, G, 2] (x, y in [-1, 1]),
-  'visible' bool [b, G] and the input 'image' [b, H, W, 3].
+  'visible' bool [b, G], the input 'image' [b, H, W, 3] and the source's 'video' index [b].
   """
   for batch in batches:
     rows = _local_rows({k: batch[k] for k in ('image', 'keypoints', 'visible', 'valid')})
@@ -57,7 +57,8 @@ def eval_outputs(eval_step: Callable, mesh: jax.sharding.Mesh, state,
     yield {'predicted': np.asarray(out['predicted'])[valid],
            'keypoints': np.asarray(out['keypoints'])[valid],
            'visible': np.asarray(out['visible'], bool)[valid],
-           'image': np.asarray(batch['image'])[valid]}
+           'image': np.asarray(batch['image'])[valid],
+           'video': np.asarray(batch['video'])[valid]}
 
 
 @dataclasses.dataclass
@@ -123,13 +124,15 @@ class Predictions:
   """Keypoints on labelled frames, all (x, y) in [-1, 1].
 
   predicted [F, N, 2]; keypoints (ground truth) [F, G, 2]; visible bool [F, G];
-  first_images [<=8, S, S, 3] in [-1, 1] and first_predicted [<=8, N, 2] (figures).
+  first_images [<=8, S, S, 3] in [-1, 1] and first_predicted [<=8, N, 2] (figures);
+  video int [F], each frame's video index in the source.
   """
   predicted: np.ndarray
   keypoints: np.ndarray
   visible: np.ndarray
   first_images: np.ndarray
   first_predicted: np.ndarray
+  video: np.ndarray
 
 
 def predict_split(restored: Restored, split: str, max_frames: int = 0, *,
@@ -138,12 +141,13 @@ def predict_split(restored: Restored, split: str, max_frames: int = 0, *,
   config = restored.config
   if source is None:
     source = input_pipeline.build_source(config.data, split)
-  predicted, keypoints, visible, images = [], [], [], []
+  predicted, keypoints, visible, images, videos = [], [], [], [], []
   for out in eval_outputs(restored.eval_step, restored.layout.mesh, restored.state,
                           eval_batches(config, source, max_frames)):
     predicted.append(out['predicted'])
     keypoints.append(out['keypoints'])
     visible.append(out['visible'])
+    videos.append(out['video'])
     if sum(len(i) for i in images) < _OVERLAY_FRAMES:
       images.append(out['image'])
   if not predicted or not sum(len(p) for p in predicted):
@@ -152,4 +156,4 @@ def predict_split(restored: Restored, split: str, max_frames: int = 0, *,
   predicted = np.concatenate(predicted)
   images = np.concatenate(images)[:_OVERLAY_FRAMES]
   return Predictions(predicted, np.concatenate(keypoints), np.concatenate(visible),
-                     images, predicted[:len(images)])
+                     images, predicted[:len(images)], np.concatenate(videos))

@@ -265,3 +265,18 @@ def test_keypoint_attachment_finds_the_bone_point_each_keypoint_follows():
   truth_hidden[:20, 2] = 100.0
   hidden = discovery.keypoint_attachment(predicted, truth_hidden, visible, skeleton)
   assert hidden.distance[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_per_video_attachment_counts_identities_held_within_each_video():
+  rng = np.random.default_rng(4)
+  frames = 30
+  truth = rng.uniform(0.2, 0.8, (2 * frames, 3, 2))
+  skeleton = [(0, 1), (1, 2)]
+  video = np.repeat([0, 1], frames)
+  # Keypoint 0 holds joint 0 in video 0 and joint 2 in video 1 (an identity swap);
+  # keypoint 1 holds joint 1 in both; keypoint 2 wanders.
+  swapped = np.where((video == 0)[:, None], truth[:, 0], truth[:, 2])
+  predicted = np.stack([swapped, truth[:, 1], rng.uniform(0, 1, (2 * frames, 2))], axis=1)
+  visible = np.ones((2 * frames, 3), bool)
+  assert discovery.keypoint_attachment(predicted, truth, visible, skeleton).num_attached == 1
+  assert discovery.per_video_attachment(predicted, truth, visible, skeleton, video) == 2.0

@@ -15,6 +15,7 @@ from ppl_jax import inference
 from ppl_jax import input_pipeline
 from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import base
+from ppl_jax.evaluation import discovery
 from ppl_jax.evaluation import iterative
 from ppl_jax.evaluation import matching
 from ppl_jax.models.ppl import PPL
@@ -72,7 +73,7 @@ def test_report_layout_and_figures(run):
   assert set(results) == {'matched_error', 'mean_pose_baseline', 'regression',
                           'prior_edges', 'prior_drift', 'occlusion', 'part_coverage',
                           'keypoint_attachment', 'heatmap_reliance', 'memory_recall',
-                          'occlusion_identity_recall'}
+                          'occlusion_identity_recall', 'contrast_inversion_shift'}
   assert set(results['occlusion_identity_recall']) == {'random_0', 'random_0.3', 'center_8'}
   assert report['provenance']['packages']['jax'] and report['training_provenance']
   expected = {'matched_error': ('min_cost_flow_matching', 'test'),
@@ -141,6 +142,20 @@ def test_matched_error_matches_independent_recomputation(run):
                                np.linalg.norm(predicted[:, n] - point, axis=-1).mean() / 2,
                                rtol=1e-4)
   assert attachment['value'] == int((np.asarray(attachment['details']['distance']) < 0.03).sum())
+  # Per video: the same count on each test video's frames, averaged over the videos.
+  source = input_pipeline.build_source(config.data, 'test')
+  video = np.concatenate([[v] * source.num_frames(v) for v in range(source.num_videos)])
+  video = video[:MAX_EVAL_FRAMES]
+  counts = [discovery.keypoint_attachment(predicted[video == v] / 2, truth[video == v] / 2,
+                                          visible[video == v], skeleton).num_attached
+            for v in np.unique(video)]
+  np.testing.assert_allclose(attachment['details']['per_video_mean'], np.mean(counts))
+  # The contrast-inversion shift: T'(-I) against T'(I) on the same frames.
+  inverted, _ = restored.model.apply(restored.variables, -images, train=False,
+                                     method=PPL.estimate)
+  shift = np.linalg.norm(np.asarray(inverted, np.float64) - predicted, axis=-1) / 2
+  np.testing.assert_allclose(report['results']['contrast_inversion_shift']['value'],
+                             100 * shift.mean(), rtol=1e-4)
   # The regression protocol, re-derived: least squares with bias per (joint, coordinate)
   # in % of the image size, fitted on the first MAX_FIT_FRAMES training frames.
   fit_images, fit_truth, _ = _test_frames(config, MAX_FIT_FRAMES, 'train')

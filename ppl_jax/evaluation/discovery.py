@@ -16,6 +16,7 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -101,6 +102,33 @@ def keypoint_attachment(predicted: np.ndarray, ground_truth: np.ndarray, visible
   bone, index = np.unravel_index(flat, mean.shape[1:])
   best = mean[np.arange(len(mean)), bone, index]
   return Attachment(distance=best, bone=bone, fraction=t[index], attached=best < radius)
+
+
+def per_video_attachment(predicted: np.ndarray, ground_truth: np.ndarray, visible: np.ndarray,
+                         skeleton, video: np.ndarray, *,
+                         radius: float = COVERAGE_RADIUS) -> float:
+  """Mean over videos of `keypoint_attachment(...).num_attached` within each video (video
+  int [F] per frame). Well above the all-frames count: each keypoint holds one body point
+  within a video but a different one in other videos (its identity is not shared)."""
+  video = np.asarray(video)
+  counts = [keypoint_attachment(predicted[video == v], ground_truth[video == v],
+                                visible[video == v], skeleton, radius=radius).num_attached
+            for v in np.unique(video)]
+  return float(np.mean(counts))
+
+
+def inversion_shift(model, variables, images: np.ndarray, *, batch_size: int = 64
+                    ) -> np.ndarray:
+  """Mean distance [N], in units of the image side, each keypoint T' moves when the frames
+  [F, H, W, 3] in [-1, 1] are contrast-inverted (-I): a figure lighter than its scene and
+  one darker should get the same keypoints."""
+  estimate = jax.jit(lambda x: model.apply(variables, x, train=False, method=model.estimate)[0])
+  shifts = []
+  for start in range(0, len(images), batch_size):
+    chunk = jnp.asarray(images[start:start + batch_size], jnp.float32)
+    moved = np.asarray(estimate(-chunk), np.float64) - np.asarray(estimate(chunk), np.float64)
+    shifts.append(np.linalg.norm(moved, axis=-1) / 2)   # [-1, 1] spans the side twice
+  return np.concatenate(shifts).mean(axis=0)
 
 
 def heatmap_reliance(model, variables, images, references) -> float:
