@@ -144,6 +144,7 @@ def test_on_foreground_loss_against_numpy_and_its_gradient():
 
 def test_objective_adds_the_on_foreground_term_and_the_pipeline_its_masks():
   config = tiny_config()
+  config.loss.foreground_weight = 0.0   # the on-foreground term alone
   config.loss.on_foreground_weight = 0.5
   assert input_pipeline.uses_foreground(config.loss)
   source = synthetic.from_config(config.data, 'train')

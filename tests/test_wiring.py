@@ -91,9 +91,18 @@ def test_decoder_reads_the_heatmap_and_the_scaled_reference():
                              decode(variables, 2 * reference, keypoints), rtol=1e-5, atol=1e-5)
 
 
+def _paper_objective_config():
+  """tiny_config() with our optional losses (foreground, equivariance) off: ppl_objective."""
+  config = tiny_config()
+  config.loss.foreground_weight = 0.0
+  config.loss.equivariance_weight = 0.0
+  config.loss.equivariance_invert_prob = 0.0
+  return config
+
+
 @pytest.fixture(scope='module')
 def step_setup():
-  config = tiny_config()
+  config = _paper_objective_config()
   setup = train.create_train_setup(config, sharding.make_mesh())
   source = input_pipeline.build_source(config.data, 'train')
   batch = next(iter(input_pipeline.create_train_dataset(config, source, seed=0)))
@@ -154,7 +163,7 @@ def test_equivariance_term_enters_the_loss(step_setup):
   base, _, _ = base_setup.loss_and_grads(state, batch, base_setup.vgg_params)
 
   def metrics_with(**loss_overrides):
-    c = tiny_config()
+    c = _paper_objective_config()
     c.loss.equivariance_weight = 10.0
     c.loss.update(loss_overrides)
     setup = train.create_train_setup(c, sharding.make_mesh())
