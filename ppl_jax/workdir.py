@@ -33,6 +33,8 @@ LOCK = 'lock'
 CHECKPOINTS = 'checkpoints'
 UNREADABLE = 'unreadable_checkpoints'
 EVAL = 'eval'
+# A lock file that does not parse is another run's being written, until it is this old.
+_PARTIAL_LOCK_SECONDS = 5.0
 
 
 class WorkdirLockedError(ValueError):
@@ -146,8 +148,16 @@ def lock(workdir: str) -> Iterator[None]:
     try:
       holder = json.loads(file.read_text())
       host, pid = holder['host'], int(holder['pid'])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-      holder = None   # removed meanwhile, or written only in part by a killed run
+    except FileNotFoundError:
+      continue        # released meanwhile
+    except (ValueError, KeyError, TypeError):
+      holder = None   # being written by a starting run, or written in part by a killed one
+      try:
+        if time.time() - file.stat().mtime < _PARTIAL_LOCK_SECONDS:
+          time.sleep(0.1)
+          continue
+      except FileNotFoundError:
+        continue
     if holder is not None and (host != mine['host'] or _alive(pid)):
       raise WorkdirLockedError(
           f'{workdir} is in use by the training with PID {pid} on host {host} (started '

@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -54,12 +56,20 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path, caplog)
                 '{"host": "' + socket.gethostname() + '", "pi'):
     workdir.mkdir(exist_ok=True)
     lock.write_text(stale)
+    os.utime(lock, (time.time() - 60, time.time() - 60))   # not one being written now
     caplog.clear()
     with caplog.at_level('WARNING'):
       with workdir_lib.lock(str(workdir)):
         assert json.loads(lock.read_text())['pid'] == os.getpid()
     assert 'stale lock' in caplog.text
     assert not lock.exists()
+  # A lock that does not parse yet, being written by a run starting now: waited for.
+  lock.write_text('')
+  threading.Timer(0.5, lambda: lock.write_text(json.dumps(
+      {'host': socket.gethostname(), 'pid': os.getpid(), 'started': 'now'}))).start()
+  with pytest.raises(workdir_lib.WorkdirLockedError, match=f'PID {os.getpid()}'):
+    with workdir_lib.lock(str(workdir)):
+      pass
   # Another host's process cannot be checked from here: refused, the lock kept.
   other = json.dumps({'host': 'another-host', 'pid': _dead_pid(), 'started': 'then'})
   lock.write_text(other)
