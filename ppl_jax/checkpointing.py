@@ -171,8 +171,8 @@ class Checkpointer:
           data_iter=grain.checkpoint.CheckpointRestore(data_iter)))['state']
 
     step, state, skipped = restore_newest_readable(
-        self.manager.all_steps() if step is None else [step], restore_step, directory=str(self.manager.directory),
-        config=config)
+        self.manager.all_steps() if step is None else [step], restore_step,
+        directory=str(self.manager.directory), config=config)
     logging.info('Restored checkpoint of step %d from %s', step, self.manager.directory)
     return step, state, skipped
 

@@ -374,9 +374,9 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
 
 def _identity_recall_sweep(restored, source, assignment, max_frames, num_iterations
                            ) -> Dict[str, Any]:
-  """The loop with the memory's recall replaced by the identity (T'_recon = T') under
-  DIAGNOSTIC_MASKINGS: next to `occlusion`, it shows whether the memory or the loop moves
-  the poses."""
+  """The loop with the memory's recall replaced by the identity (T'_recon = T') on clean
+  frames, RandomMasking 0.3 and CenterMasking 8: next to `occlusion`, it shows whether the
+  memory or the loop moves the poses."""
   config = restored.config
   infer = iterative.make_iterative_inference(restored.model, num_iterations=num_iterations,
                                              recall=False)
@@ -444,7 +444,7 @@ def evaluate(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *
   """
   config = workdir_lib.load_config(workdir, config)
   workdir_lib.checkpoint_steps(workdir)   # fails before anything is built or written
-  final = os.path.abspath(out_dir or os.fspath(workdir_lib.path(workdir, workdir_lib.EVAL)))
+  final = os.path.abspath(out_dir or workdir_lib.eval_dir(workdir))
   if (os.path.isdir(final) and os.listdir(final)
       and not os.path.isfile(os.path.join(final, 'report.json'))):
     raise FileExistsError(f'--out_dir={final} exists and holds files other than an '
@@ -501,7 +501,7 @@ def main(argv):
   print(f'Checkpoint step {report["checkpoint_step"]}: matched error '
         f'{report["results"]["matched_error"]["value"]:.3f} '
         f'({IMAGE_SIDE_UNITS}); report in '
-        f'{os.path.join(FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval"), "report.md")}',
+        f'{os.path.join(FLAGS.out_dir or workdir_lib.eval_dir(FLAGS.workdir), "report.md")}',
         flush=True)
 
 

@@ -80,7 +80,7 @@ class Restored:
   def restore_step(self, step: int) -> Dict[str, Any]:
     """Model variables of another kept checkpoint."""
     _, state = workdir_lib.restore_state(self.workdir, self.config,
-                                         self.layout.abstract_state, step)
+                                         self.layout.abstract_state, step, steps=self.steps)
     return train_state.model_variables(state)
 
 
@@ -97,7 +97,8 @@ def restore(config: ml_collections.ConfigDict, workdir: str,
   """Restores checkpoint `step` of `workdir` (default: the newest that reads)."""
   layout = train_state.state_layout(config, sharding.make_mesh())
   steps = workdir_lib.checkpoint_steps(workdir)
-  step, state = workdir_lib.restore_state(workdir, config, layout.abstract_state, step)
+  step, state = workdir_lib.restore_state(workdir, config, layout.abstract_state, step,
+                                          steps=steps)
   logging.info('Restored step %d of %s (kept: %s)', step, workdir, steps)
   return from_state(config, workdir, layout, state, step, steps)
 

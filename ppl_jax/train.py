@@ -52,17 +52,32 @@ class TrainSetup:
   batch with 'predicted' [B, N, 2] added, replicated. summary_step(state, batch) ->
   outputs of the first rows.
   """
-  layout: train_state.StateLayout
-  model: PPL
-  mesh: jax.sharding.Mesh
-  abstract_state: Any            # ShapeDtypeStructs carrying the shardings
-  state_shardings: Any
+  layout: train_state.StateLayout  # model, mesh, abstract state, shardings, init
   vgg_params: Any                # replicated on the mesh
-  init: Callable[[], Any]
   train_step: Callable[..., Any]
   loss_and_grads: Callable[..., Any]
   eval_step: Callable[..., Any]
   summary_step: Callable[..., Any]
+
+  @property
+  def model(self) -> PPL:
+    return self.layout.model
+
+  @property
+  def mesh(self) -> jax.sharding.Mesh:
+    return self.layout.mesh
+
+  @property
+  def abstract_state(self) -> Any:
+    return self.layout.abstract_state
+
+  @property
+  def state_shardings(self) -> Any:
+    return self.layout.shardings
+
+  @property
+  def init(self) -> Callable[[], Any]:
+    return self.layout.init
 
 
 
@@ -71,7 +86,6 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   """Builds model, optimizer and image loss, and jits init / train / eval steps."""
   layout = train_state.state_layout(config, mesh)
   model, tx, state_shardings = layout.model, layout.tx, layout.shardings
-  shapes = layout.abstract_state
   image_loss_fn, vgg_params = make_image_loss(
       config.loss, random_vgg=random_vgg, dtype=config.model.dtype,
       remat=config.model.remat_perceptual)
@@ -79,7 +93,7 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   replicated = sharding.replicated(mesh)
   data = sharding.batch_sharding(mesh)
   loss_config = config.loss
-  mutable = [c for c in ('batch_stats', 'memory') if shapes[c]]
+  mutable = [c for c in ('batch_stats', 'memory') if layout.abstract_state[c]]
 
   def equivariance_term(variables, image, keypoints, rng):
     """L_eq of `image` [B, H, W, 3] and its keypoints T' (objective.equivariance_loss)."""
@@ -148,10 +162,8 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     return {k: outputs[k] for k in ('recon', 'heatmap', 'keypoints', 'connectivity')}
 
   return TrainSetup(
-      layout=layout, model=model, mesh=mesh, abstract_state=layout.abstract_state,
-      state_shardings=state_shardings,
+      layout=layout,
       vgg_params=sharding.replicate(vgg_params, mesh),
-      init=layout.init,
       train_step=jax.jit(train_step, in_shardings=(state_shardings, data, replicated),
                          out_shardings=(state_shardings, replicated),
                          donate_argnums=(0,)),
@@ -237,7 +249,7 @@ def _train_in_workdir(config, workdir, setup, train_source, data_iter):
       use_async=config.checkpoint_async)
   if ckpt.latest_step() is not None:
     try:
-      step, state, skipped = ckpt.restore(setup.abstract_state, data_iter, config=config)
+      _, state, skipped = ckpt.restore(setup.abstract_state, data_iter, config=config)
     except BaseException:
       ckpt.close()
       raise

@@ -50,6 +50,11 @@ def checkpoint_dir(workdir: str) -> str:
   return os.fspath(path(workdir, CHECKPOINTS))
 
 
+def eval_dir(workdir: str) -> str:
+  """Where `evaluate` writes the report by default."""
+  return os.fspath(path(workdir, EVAL))
+
+
 # --- config and provenance ---------------------------------------------------
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -203,13 +208,15 @@ def checkpoint_steps(workdir: str) -> List[int]:
 
 
 def restore_state(workdir: str, config: ml_collections.ConfigDict, abstract_state: Any,
-                  step: Optional[int] = None) -> Tuple[int, Any]:
+                  step: Optional[int] = None,
+                  steps: Optional[List[int]] = None) -> Tuple[int, Any]:
   """(step, train state) of DIR's checkpoint `step`, read-only.
 
   Without `step`, the newest checkpoint that reads (older ones are tried, with a warning,
-  when the newest is damaged). `abstract_state` gives shapes, dtypes and shardings.
+  when the newest is damaged). `abstract_state` gives shapes, dtypes and shardings;
+  `steps` the kept steps when the caller has read them (`checkpoint_steps`).
   """
-  steps = checkpoint_steps(workdir)
+  steps = checkpoint_steps(workdir) if steps is None else steps
   if step is not None and int(step) not in steps:
     raise ValueError(f'No checkpoint of step {step} in {checkpoint_dir(workdir)}; '
                      f'kept steps: {steps}.')
