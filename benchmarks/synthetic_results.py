@@ -132,6 +132,7 @@ def _row(report):
   occlusion = results['occlusion']
   random = occlusion[RANDOM_KEY]['details']['per_iteration']
   center = occlusion[CENTER_KEY]['details']['per_iteration']
+  composite = results['occlusion_composite']
   edges = results['prior_edges']
   return {
       'matched': results['matched_error']['value'],
@@ -143,6 +144,9 @@ def _row(report):
       'edge_precision': edges['details']['precision'] if 'details' in edges else None,
       'edge_recall': edges['details']['recall'] if 'details' in edges else None,
       'occlusion': {k: v['details']['per_iteration'] for k, v in occlusion.items()},
+      'composite_random_last': composite[RANDOM_KEY]['details']['per_iteration'][-1],
+      'composite_center_last': composite[CENTER_KEY]['details']['per_iteration'][-1],
+      'composite': {k: v['details']['per_iteration'] for k, v in composite.items()},
   }
 
 
@@ -171,7 +175,9 @@ def _markdown(rows, commands, seeds, durations):
       'of the image size;',
       '- **occlusion**: iterative inference (4 iterations) on masked test frames, the '
       'matched error (assignment fixed on clean frames) at the first and the last '
-      'iteration (0 and 3);',
+      'iteration (0 and 3); "composite loop" is our variant in which each iteration\'s '
+      'input is the masked frame with only its masked pixels taken from I_recon '
+      '(`iterative.make_iterative_inference(next_input=\'composite\')`);',
       '- **edges**: learned connectivity against the true skeleton after matching.', '',
       'PPL is `configs/synthetic.py`, which reconstructs I from I itself with 80% of its '
       '8 px blocks masked (the release\'s context); "paper context" reconstructs it from '
@@ -180,13 +186,14 @@ def _markdown(rows, commands, seeds, durations):
       '',
       f'Mean ± std over seeds {", ".join(seeds)} where there is more than one.', '',
       '| method | matched | regression | RandomMasking 0.3: first → last iteration | '
-      'CenterMasking 8x8: first → last iteration | edge precision / recall |',
-      '|---|---|---|---|---|---|']
+      'CenterMasking 8x8: first → last iteration | composite loop, last iteration: '
+      'RandomMasking 0.3 / CenterMasking 8x8 | edge precision / recall |',
+      '|---|---|---|---|---|---|---|']
   for key, name in [('mean_pose', 'mean training pose')] + [
       (k, n) for k, n, _, _ in _methods()] + [('untrained', 'untrained PPL')]:
     if key == 'mean_pose':
       value = _fmt([r['mean_pose'] for r in rows['ppl']])
-      lines.append(f'| {name} | {value} | {value}\u00b9 | | | |')
+      lines.append(f'| {name} | {value} | {value}\u00b9 | | | | |')
       continue
     rs = rows[key]
     lines.append(
@@ -194,6 +201,8 @@ def _markdown(rows, commands, seeds, durations):
         f'{_fmt([r["regression"] for r in rs])} | '
         f'{_fmt([r["random_first"] for r in rs])} → {_fmt([r["random_last"] for r in rs])} | '
         f'{_fmt([r["center_first"] for r in rs])} → {_fmt([r["center_last"] for r in rs])} | '
+        f'{_fmt([r["composite_random_last"] for r in rs])} / '
+        f'{_fmt([r["composite_center_last"] for r in rs])} | '
         f'{_fmt([r["edge_precision"] for r in rs])} / {_fmt([r["edge_recall"] for r in rs])} |')
   lines += ['', '\u00b9 the mean pose is matched like the keypoints; its regression '
             'counterpart (bias only) is the same pose.', '',
@@ -214,6 +223,9 @@ def _markdown(rows, commands, seeds, durations):
             + ' |', '|---|' + '---|' * len(ppl['random_curve'])]
   for name, curve in rows['ppl'][0]['occlusion'].items():
     lines.append(f'| {name} | ' + ' | '.join(f'{v:.2f}' for v in curve) + ' |')
+  for name, curve in rows['ppl'][0]['composite'].items():
+    lines.append(f'| {name}, composite loop | ' + ' | '.join(f'{v:.2f}' for v in curve)
+                 + ' |')
   if FLAGS.figures:
     lines += ['', '## Figures (PPL, first seed)', '']
     for name in ('pose_overlays', 'prior', 'occlusion_random_0.3',

@@ -16,6 +16,9 @@ which training writes; --config=configs/x.py overrides it) and writes DIR/eval/:
                 - occlusion_identity_recall/<masking>: the same loop with the memory's
                   recall replaced by the identity (clean, RandomMasking 0.3,
                   CenterMasking 8): whether the memory or the loop moves the poses
+                - occlusion_composite/<masking>: the sweeps of `occlusion` with the
+                  'composite' loop (ours): each iteration's input is the occluded frame
+                  with only its occluded pixels replaced by I_recon
                 - memory_recall: matched error of T'_recon = recall(T') of the clean
                   test estimates, its distance to T', and codebook use per bank (the
                   fraction of tokens used, perplexity), `evaluation.memory_diagnostics`
@@ -246,6 +249,9 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
                                       figure)
     results['occlusion_identity_recall'] = _identity_recall_sweep(
         restored, test_source, match.assignment, max_eval_frames, num_iterations)
+    results['occlusion_composite'] = _occlusion(
+        restored, test_source, test, match.assignment, connectivity, max_eval_frames,
+        num_iterations, figure, next_input='composite')
 
   training_provenance = workdir_lib.read_provenance(restored.workdir)
   report = {'workdir': os.path.abspath(restored.workdir), 'dataset': config.data.name,
@@ -332,11 +338,13 @@ def _reference_keep(config):
 
 
 def _occlusion(restored, source, test, assignment, connectivity, max_frames,
-               num_iterations, figure) -> Dict[str, Any]:
-  """The two sweeps, their error-vs-iteration figures and one occlusion strip each."""
+               num_iterations, figure, next_input: str = 'recon') -> Dict[str, Any]:
+  """The two sweeps, their error-vs-iteration figures and one occlusion strip each, with
+  `iterative.make_iterative_inference`'s next_input (figure names say which)."""
   config, step = restored.config, restored.step
-  infer = iterative.make_iterative_inference(restored.model,
-                                             num_iterations=num_iterations)
+  infer = iterative.make_iterative_inference(restored.model, num_iterations=num_iterations,
+                                             next_input=next_input)
+  label = "" if next_input == "recon" else "_" + next_input
   sweeps = {
       'random': [occlusion.RandomMasking(r, seed=config.seed)
                  for r in (0.0,) + occlusion.PAPER_MASK_RATIOS],
@@ -354,7 +362,7 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
     curves = {(m.ratio if sweep == 'random' else m.size):
               swept[m.name].details['per_iteration'] for m in maskings}
     figures.save_error_vs_iteration(
-        curves, figure(f'error_vs_iteration_{sweep}'),
+        curves, figure(f'error_vs_iteration{label}_{sweep}'),
         legend_title='mask ratio' if sweep == 'random' else 'mask size (patches)')
 
   # Strips on the first test frame; the batch keeps eval_batch_size rows so the
@@ -363,11 +371,12 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
   for masking in STRIP_MASKINGS:
     masked = masking(np.asarray(batch['image']), 0)
     keep = None if reference_keep is None else reference_keep(0, len(masked))
-    out = jax.device_get(infer(restored.variables, masked, keep))
-    inputs = np.concatenate([masked[None, 0], np.asarray(out['recon'])[:-1, 0]])
+    out = jax.device_get(infer(restored.variables, masked, keep,
+                               masking.occluded(masked, 0)))
+    inputs = np.concatenate([masked[None, 0], np.asarray(out['next_input'])[:-1, 0]])
     figures.save_occlusion_strip(
         inputs, np.asarray(out['keypoints'])[:, 0], connectivity,
-        figure(f'occlusion_{masking.name}'), original=test.first_images[0],
+        figure(f'occlusion{label}_{masking.name}'), original=test.first_images[0],
         original_keypoints=test.first_predicted[0])
   return results
 
@@ -415,6 +424,8 @@ def _markdown(report: Dict[str, Any]) -> str:
              for k, v in results['occlusion'].items()]
     rows += [(f'occlusion {k}, recall = identity (last iteration)', v)
              for k, v in results['occlusion_identity_recall'].items()]
+    rows += [(f'occlusion {k}, composite input (last iteration)', v)
+             for k, v in results['occlusion_composite'].items()]
   for name, entry in rows:
     lines.append(f'| {name} | {entry.get("protocol", "")} | {entry.get("split", "")} | '
                  f'{_fmt(entry)} | {entry.get("units", "")} |')

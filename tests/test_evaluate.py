@@ -73,7 +73,8 @@ def test_report_layout_and_figures(run):
   assert set(results) == {'matched_error', 'mean_pose_baseline', 'regression',
                           'prior_edges', 'prior_drift', 'occlusion', 'part_coverage',
                           'keypoint_attachment', 'heatmap_reliance', 'memory_recall',
-                          'occlusion_identity_recall', 'contrast_inversion_shift'}
+                          'occlusion_identity_recall', 'contrast_inversion_shift',
+                          'occlusion_composite'}
   assert set(results['occlusion_identity_recall']) == {'random_0', 'random_0.3', 'center_8'}
   assert report['provenance']['packages']['jax'] and report['training_provenance']
   expected = {'matched_error': ('min_cost_flow_matching', 'test'),
@@ -97,9 +98,17 @@ def test_report_layout_and_figures(run):
     assert entry['split'] == 'test' and entry['checkpoint_step'] == 3
     per_iteration = entry['details']['per_iteration']
     assert len(per_iteration) == 4 and entry['value'] == per_iteration[-1]
+  assert set(results['occlusion_composite']) == names
+  # Nothing occluded: the composite loop re-reads the frame itself, so every iteration
+  # repeats the single pass (the paper's iteration 0).
+  np.testing.assert_allclose(
+      results['occlusion_composite']['random_0']['details']['per_iteration'],
+      [results['occlusion']['random_0']['details']['per_iteration'][0]] * 4, rtol=1e-5)
   assert set(report['figures']) == {
       'pose_overlays', 'prior', 'prior_evolution', 'error_vs_iteration_random',
-      'error_vs_iteration_center', 'occlusion_random_0.3', 'occlusion_center_8'}
+      'error_vs_iteration_center', 'occlusion_random_0.3', 'occlusion_center_8',
+      'error_vs_iteration_composite_random', 'error_vs_iteration_composite_center',
+      'occlusion_composite_random_0.3', 'occlusion_composite_center_8'}
   markdown = (out / 'report.md').read_text()
   for path in report['figures'].values():
     assert (out / path).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -101,6 +101,50 @@ def test_identity_recall_decodes_the_estimate_itself(tiny):
   assert np.abs(np.asarray(recall(outputs['keypoints'][0])) - outputs['keypoints'][0]).max() > 1e-3
 
 
+def test_composite_input_replaces_only_the_occluded_pixels(tiny):
+  model, variables = tiny
+  rng = np.random.default_rng(3)
+  image = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  occluded = np.zeros((2, 32, 32), bool)
+  occluded[0, 4:20, 8:24] = True
+  occluded[1, ::3] = True
+  outputs = iterative.make_iterative_inference(model, num_iterations=3,
+                                               next_input='composite')(
+                                                   variables, image, None, occluded)
+  estimate, recall, decode = _model_steps(model, variables)
+  current = np.asarray(image)
+  for t in range(3):
+    keypoints, _ = estimate(current)
+    recon, _ = decode(image, recall(keypoints))
+    np.testing.assert_allclose(outputs['keypoints'][t], keypoints, atol=1e-4)
+    np.testing.assert_allclose(outputs['recon'][t], recon, atol=1e-4)
+    current = np.where(occluded[..., None], np.asarray(recon), np.asarray(image))
+    np.testing.assert_allclose(outputs['next_input'][t], current, atol=1e-4)
+  np.testing.assert_array_equal(np.asarray(outputs['next_input'])[:, ~occluded],
+                                np.broadcast_to(np.asarray(image)[~occluded],
+                                                (3,) + np.asarray(image)[~occluded].shape))
+  # The paper's loop feeds the whole reconstruction instead.
+  paper = iterative.make_iterative_inference(model, num_iterations=3)(variables, image)
+  np.testing.assert_allclose(paper['next_input'], paper['recon'])
+  assert np.abs(np.asarray(paper['keypoints'][2] - outputs['keypoints'][2])).max() > 1e-4
+
+
+def test_composite_input_on_an_unoccluded_frame_is_the_single_pass(tiny):
+  model, variables = tiny
+  image = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  outputs = iterative.make_iterative_inference(model, num_iterations=3,
+                                               next_input='composite')(
+                                                   variables, image, None,
+                                                   np.zeros((2, 32, 32), bool))
+  single, _ = _model_steps(model, variables)[0](image)
+  for t in range(3):
+    np.testing.assert_allclose(outputs['keypoints'][t], single, atol=1e-5)
+  with pytest.raises(ValueError, match='occluded'):
+    iterative.make_iterative_inference(model, next_input='composite')(variables, image)
+  with pytest.raises(ValueError, match='next_input'):
+    iterative.make_iterative_inference(model, next_input='whole')
+
+
 def test_codebook_usage_hand_computed():
   indices = np.array([[0, 1], [0, 1], [1, 1], [2, 1]])
   usage = memory_diagnostics.codebook_usage(indices, num_tokens=4)
@@ -113,8 +157,8 @@ def test_occlusion_sweep_hand_computed():
   ground_truth = np.array([[[0.0, 0.0], [0.5, 0.5]]])        # one frame, two joints
   offsets = np.array([0.0, 0.1, 0.2])                        # per iteration, in x
 
-  def infer(variables, images, reference_keep):
-    del variables
+  def infer(variables, images, reference_keep, occluded):
+    del variables, occluded
     assert reference_keep is None
     # Two detected keypoints at the joints (swapped order), shifted by the offset of the
     # iteration, plus the fraction of masked (zero) pixels so maskings differ.
@@ -140,8 +184,8 @@ def test_occlusion_sweep_passes_the_reference_mask_of_each_batch():
   ground_truth = np.zeros((2, 1, 2))
   seen = []
 
-  def infer(variables, images, reference_keep):
-    del variables
+  def infer(variables, images, reference_keep, occluded):
+    del variables, occluded
     seen.append(reference_keep)
     # Keypoints off by the kept fraction of the reference, so the mask shows in the error.
     return {'keypoints': np.full((1,) + images.shape[:1] + (1, 2), 0.0)

@@ -65,3 +65,19 @@ def test_bad_inputs_raise():
     occlusion.random_patch_masks(0, 1.5, batch=1)
   with pytest.raises(ValueError, match='size'):
     occlusion.center_patch_mask(40)
+
+
+def test_occluded_pixels_are_the_ones_each_masking_fills():
+  images = np.random.default_rng(6).uniform(0.5, 1, (2, 64, 96, 3)).astype(np.float32)
+  centre = occlusion.CenterMasking(4).occluded(images)
+  expected = np.zeros((2, 64, 96), bool)
+  expected[:, 28:36, 42:54] = True               # as in test_center_mask_hand_computed
+  np.testing.assert_array_equal(centre, expected)
+  masking = occlusion.RandomMasking(0.3, seed=3)
+  occluded = masking.occluded(images, batch_index=2)
+  reference = _per_pixel_reference(np.zeros((2, 64, 96, 1), np.float32),
+                                   occlusion.random_patch_masks((3, 2), 0.3, 2), 1.0)
+  np.testing.assert_array_equal(occluded, reference[..., 0] == 1.0)
+  masked = masking(images, batch_index=2)
+  np.testing.assert_array_equal(occluded, (masked == 0).all(axis=-1))
+  assert occluded.sum() == 2 * round(0.3 * 1024) * 2 * 3     # patches of 2 x 3 pixels

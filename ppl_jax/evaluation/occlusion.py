@@ -55,6 +55,18 @@ def center_patch_mask(size: int, grid: int = GRID) -> np.ndarray:
   return mask
 
 
+def pixel_masks(patch_masks: np.ndarray, height: int, width: int) -> np.ndarray:
+  """bool [1 or B, H, W], True = masked, from patch masks [grid, grid] or [B, grid, grid]."""
+  patch_masks = np.asarray(patch_masks, bool)
+  grid = patch_masks.shape[-1]
+  if patch_masks.shape[-2] != grid or patch_masks.ndim not in (2, 3):
+    raise ValueError(f'patch masks must be [grid, grid] or [B, grid, grid], got '
+                     f'{patch_masks.shape}.')
+  rows, cols = patch_size(height, width, grid)
+  masks = np.repeat(np.repeat(patch_masks, rows, axis=-2), cols, axis=-1)
+  return masks[None] if masks.ndim == 2 else masks
+
+
 def mask_images(images: np.ndarray, patch_masks: np.ndarray, fill: float = 0.0) -> np.ndarray:
   """Images [B, H, W, C] with the masked patches set to `fill`.
 
@@ -63,16 +75,8 @@ def mask_images(images: np.ndarray, patch_masks: np.ndarray, fill: float = 0.0) 
   images = np.asarray(images)
   if images.ndim != 4:
     raise ValueError(f'mask_images needs images [B, H, W, C], got {images.shape}.')
-  patch_masks = np.asarray(patch_masks, bool)
-  grid = patch_masks.shape[-1]
-  if patch_masks.shape[-2] != grid or patch_masks.ndim not in (2, 3):
-    raise ValueError(f'patch masks must be [grid, grid] or [B, grid, grid], got '
-                     f'{patch_masks.shape}.')
-  rows, cols = patch_size(images.shape[1], images.shape[2], grid)
-  pixel_masks = np.repeat(np.repeat(patch_masks, rows, axis=-2), cols, axis=-1)
-  if pixel_masks.ndim == 2:
-    pixel_masks = pixel_masks[None]
-  return np.where(pixel_masks[..., None], np.asarray(fill, images.dtype), images)
+  masks = pixel_masks(patch_masks, images.shape[1], images.shape[2])
+  return np.where(masks[..., None], np.asarray(fill, images.dtype), images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +86,18 @@ class RandomMasking:
   seed: int = 0
   fill: float = 0.0
 
+  def patch_masks(self, batch: int, batch_index: int = 0) -> np.ndarray:
+    """bool [batch, 32, 32], True = masked."""
+    return random_patch_masks(np.random.default_rng((self.seed, batch_index)), self.ratio,
+                              batch)
+
+  def occluded(self, images: np.ndarray, batch_index: int = 0) -> np.ndarray:
+    """bool [B, H, W]: the pixels `__call__` masks in `images` [B, H, W, C]."""
+    images = np.asarray(images)
+    return pixel_masks(self.patch_masks(len(images), batch_index), *images.shape[1:3])
+
   def __call__(self, images: np.ndarray, batch_index: int = 0) -> np.ndarray:
-    masks = random_patch_masks(np.random.default_rng((self.seed, batch_index)), self.ratio,
-                               len(images))
-    return mask_images(images, masks, self.fill)
+    return mask_images(images, self.patch_masks(len(images), batch_index), self.fill)
 
   @property
   def name(self) -> str:
@@ -97,6 +109,13 @@ class CenterMasking:
   """Masks the centred size x size square of the 32 x 32 patches."""
   size: int
   fill: float = 0.0
+
+  def occluded(self, images: np.ndarray, batch_index: Optional[int] = None) -> np.ndarray:
+    """bool [B, H, W]: the pixels `__call__` masks in `images` [B, H, W, C]."""
+    del batch_index  # the same mask for every batch
+    images = np.asarray(images)
+    masks = pixel_masks(center_patch_mask(self.size), *images.shape[1:3])
+    return np.broadcast_to(masks, images.shape[:3])
 
   def __call__(self, images: np.ndarray, batch_index: Optional[int] = None) -> np.ndarray:
     del batch_index  # the same mask for every batch
