@@ -79,6 +79,12 @@ def mask_images(images: np.ndarray, patch_masks: np.ndarray, fill: float = 0.0) 
   return np.where(masks[..., None], np.asarray(fill, images.dtype), images)
 
 
+def _fill(images: np.ndarray, occluded: np.ndarray, fill: float) -> np.ndarray:
+  """Images [B, H, W, C] with the pixels of `occluded` [B, H, W] set to `fill`."""
+  images = np.asarray(images)
+  return np.where(occluded[..., None], np.asarray(fill, images.dtype), images)
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomMasking:
   """Masks a fraction `ratio` of the 1024 patches; batch k of a run uses seed (seed, k)."""
@@ -97,7 +103,7 @@ class RandomMasking:
     return pixel_masks(self.patch_masks(len(images), batch_index), *images.shape[1:3])
 
   def __call__(self, images: np.ndarray, batch_index: int = 0) -> np.ndarray:
-    return mask_images(images, self.patch_masks(len(images), batch_index), self.fill)
+    return _fill(images, self.occluded(images, batch_index), self.fill)
 
   @property
   def name(self) -> str:
@@ -118,8 +124,7 @@ class CenterMasking:
     return np.broadcast_to(masks, images.shape[:3])
 
   def __call__(self, images: np.ndarray, batch_index: Optional[int] = None) -> np.ndarray:
-    del batch_index  # the same mask for every batch
-    return mask_images(images, center_patch_mask(self.size), self.fill)
+    return _fill(images, self.occluded(images, batch_index), self.fill)
 
   @property
   def name(self) -> str:
