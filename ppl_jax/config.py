@@ -100,6 +100,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.num_parts = 16         # N keypoints
   config.model.thick = 5e-4           # link heatmap width (paper sigma^2)
+  # Ours, off by default: > 0 adds a second link map of this width with its own W_wide
+  # (logits ~ connectivity_init_std * randn + wide_connectivity_init_mean); S = max of both.
+  config.model.wide_thick = 0.0
+  config.model.wide_connectivity_init_mean = -4.0
   config.model.context = 'reference_frame'  # reference_frame | masked_self
   config.model.mask_grid = 16         # masked_self: blocks per side (release `block=16`)
   config.model.mask_ratio = 0.8       # masked_self: probability a block is zeroed
@@ -439,7 +443,7 @@ def validate(config: ml_collections.ConfigDict, *,
             'model.memory_banks', 'model.memory_tokens', 'model.memory_dim',
             'model.memory_eps', 'model.mixer_enc_blocks',
             'model.mixer_dec_dim')
-  _positive(config, 'model.mixer_dec_blocks', allow_zero=True)
+  _positive(config, 'model.mixer_dec_blocks', 'model.wide_thick', allow_zero=True)
   _check(config.model.num_parts >= 2, 'model.num_parts',
          config.model.num_parts, 'needs at least 2 keypoints to form a link')
   _choice(config, 'model.context', CONTEXTS)

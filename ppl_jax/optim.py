@@ -1,7 +1,8 @@
 """The optimizer: Adam(W) with a 512x learning rate on the connectivity logits.
 
 Parameters are labelled by path and routed through `optax.multi_transform`:
-  'connectivity'  params['connectivity']['logits']     lr * connectivity_lr_multiplier,
+  'connectivity'  params['connectivity']['logits'] (and 'logits_wide')
+                                                       lr * connectivity_lr_multiplier,
                                                        0 before connectivity_start_step
   'frozen'        a prior that config.model says is not trainable   optax.set_to_zero
   'base'          everything else                                  lr
@@ -14,6 +15,7 @@ import optax
 from flax import traverse_util
 
 CONNECTIVITY_PATH = ('connectivity', 'logits')
+WIDE_CONNECTIVITY_PATH = ('connectivity', 'logits_wide')
 KEYPOINT_PRIOR_PATH = ('keypoint_prior', 'points')
 
 
@@ -21,14 +23,14 @@ def param_labels(params: Any, model_config: ml_collections.ConfigDict) -> Any:
   """A pytree like `params` with 'base' | 'connectivity' | 'frozen' leaves."""
   frozen = set()
   if not model_config.connectivity_trainable:
-    frozen.add(CONNECTIVITY_PATH)
+    frozen |= {CONNECTIVITY_PATH, WIDE_CONNECTIVITY_PATH}
   if (model_config.keypoint_prior in ('predefined', 'random')
       and not model_config.keypoint_prior_trainable):
     frozen.add(KEYPOINT_PRIOR_PATH)
 
   def label(path, _):
     path = tuple(str(p) for p in path)
-    for special in frozen | {CONNECTIVITY_PATH}:
+    for special in frozen | {CONNECTIVITY_PATH, WIDE_CONNECTIVITY_PATH}:
       if path[-len(special):] == special:
         return 'frozen' if special in frozen else 'connectivity'
     return 'base'

@@ -205,6 +205,32 @@ def test_methods_agree_with_call():
   np.testing.assert_array_equal(r1, r2)
 
 
+def test_wide_link_map_is_the_max_of_two_renderings_with_their_own_weights():
+  config = tiny_config(16, wide_thick=4e-2, connectivity_init_mean=-1.0,
+                       wide_connectivity_init_mean=-4.0)
+  model, variables, image, reference = init(config)
+  logits = variables['params']['connectivity']
+  assert logits['logits_wide'].shape == (16, 16)
+  assert abs(float(logits['logits_wide'].mean()) + 4.0) < 0.3   # its own init mean
+  out = model.apply(variables, image, reference, train=False)
+  # float64 re-derivation of W and W_wide from their logits.
+  weights = []
+  for name in ('logits', 'logits_wide'):
+    sym = np.asarray(logits[name], np.float64)
+    sym = (sym + sym.T) / 2
+    weights.append(np.log1p(np.exp(sym)) * (1 - np.eye(16)))
+  thin = link_heatmap_reference(out['keypoints'], weights[0], size=(SIZE, SIZE),
+                                thick=config.model.thick)
+  wide = link_heatmap_reference(out['keypoints'], weights[1], size=(SIZE, SIZE), thick=4e-2)
+  np.testing.assert_allclose(out['heatmap'], np.maximum(thin, wide), rtol=1e-5, atol=1e-7)
+  assert np.mean(np.asarray(wide) > np.asarray(thin)) > 0.01   # both maps matter here
+  assert np.mean(np.asarray(thin) > np.asarray(wide)) > 0.01
+  np.testing.assert_allclose(out['connectivity'], np.maximum(*weights), rtol=1e-6)
+  # Without a wide map there is no second W.
+  _, plain, _, _ = init(tiny_config(16))
+  assert set(plain['params']['connectivity']) == {'logits'}
+
+
 def test_bfloat16_and_remat_decoder_against_float32():
   config = tiny_config(32, 'masked_self', 'random', 'random', dtype='bfloat16',
                        remat_decoder=True)

@@ -13,7 +13,8 @@ from ppl_jax import optim
 
 def _params(rng):
   return {
-      'connectivity': {'logits': rng.normal(size=(4, 4))},
+      'connectivity': {'logits': rng.normal(size=(4, 4)),
+                       'logits_wide': rng.normal(size=(4, 4))},
       'keypoint_prior': {'points': rng.normal(size=(4, 2))},
       'encoder': {'Dense_0': {'kernel': rng.normal(size=(3, 5)),
                               'bias': rng.normal(size=(5,))}},
@@ -56,11 +57,13 @@ def test_labels():
   config.model.keypoint_prior_trainable = False
   labels = optim.param_labels(_params(np.random.default_rng(0)), config.model)
   assert labels['connectivity']['logits'] == 'connectivity'
+  assert labels['connectivity']['logits_wide'] == 'connectivity'
   assert labels['keypoint_prior']['points'] == 'frozen'
   assert labels['encoder']['Dense_0']['kernel'] == 'base'
   config.model.connectivity_trainable = False
   labels = optim.param_labels(_params(np.random.default_rng(0)), config.model)
   assert labels['connectivity']['logits'] == 'frozen'
+  assert labels['connectivity']['logits_wide'] == 'frozen'
 
 
 def test_connectivity_lr_and_frozen_prior():

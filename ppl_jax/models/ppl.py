@@ -5,7 +5,8 @@ One forward pass on frames I (`image`) and I_ref (`reference`), both [B, H, W, 3
                                               explicit parameter T ('predefined' | 'random')
   T', Theta = phi_enc(I, T)                   T'_i = Theta_i [T_i, 1]
   W        = softplus(sym(logits)), diag 0    connectivity prior [N, N]
-  S        = link_heatmap(T', W)              [B, H, W]
+  S        = link_heatmap(T', W)              [B, H, W]; with wide_thick > 0 (ours)
+             max(S, link_heatmap(T', W_wide, wide_thick)): a pair's link thin, wide or both
   I_recon  = phi_dec(concat(I_ref', S))       I_ref' = I_ref ('reference_frame', paper) or
                                               alpha * masked I ('masked_self', release)
   G        = MIX_enc(sg(T'))                  [B, m, d]
@@ -43,6 +44,8 @@ class PPL(nn.Module):
   num_parts: int = 16
   image_size: int = 256
   thick: float = 5e-4
+  wide_thick: float = 0.0
+  wide_connectivity_init_mean: float = -4.0
   context: str = 'reference_frame'
   encoder_channels: Sequence[int] = (64, 128, 256, 512)
   encoder_out_channels: int = 128
@@ -85,8 +88,10 @@ class PPL(nn.Module):
     self.memory = HierarchicalMemory(self.memory_banks, self.memory_tokens, self.memory_dim,
                                      self.memory_decay, self.memory_eps)
     self.mix_dec = MixerDecoder(self.num_parts, self.mixer_dec_dim, self.mixer_dec_blocks)
-    self.connectivity = Connectivity(self.num_parts, self.connectivity_init, self.prior_template,
-                                     self.connectivity_init_mean, self.connectivity_init_std)
+    self.connectivity = Connectivity(
+        self.num_parts, self.connectivity_init, self.prior_template,
+        self.connectivity_init_mean, self.connectivity_init_std,
+        self.wide_connectivity_init_mean if self.wide_thick > 0 else None)
     if self.keypoint_prior_init != 'memory':
       self.keypoint_prior = KeypointPrior(self.num_parts, self.keypoint_prior_init,
                                           self.prior_template)
@@ -116,12 +121,16 @@ class PPL(nn.Module):
 
   def render_and_decode(self, reference, keypoints, *, train):
     """(I_recon [B, H, W, 3], S [B, H, W]) from the reference [B, H, W, 3] and T' [B, N, 2]."""
-    return self._render_and_decode(reference, keypoints, self.connectivity(), train)
+    return self._render_and_decode(reference, keypoints, train)
 
-  def _render_and_decode(self, reference, keypoints, connectivity, train):
+  def _render_and_decode(self, reference, keypoints, train):
     self._check_image('reference', reference)
-    heatmap = ops.link_heatmap(keypoints, connectivity, size=reference.shape[1:3],
+    weights = self.connectivity.per_width()
+    heatmap = ops.link_heatmap(keypoints, weights[0], size=reference.shape[1:3],
                                thick=self.thick)
+    if self.wide_thick > 0:
+      heatmap = jnp.maximum(heatmap, ops.link_heatmap(
+          keypoints, weights[1], size=reference.shape[1:3], thick=self.wide_thick))
     if self.context == 'masked_self':
       reference = reference * self.alpha
     x = jnp.concatenate([reference.astype(jnp.float32), heatmap[..., None]], axis=-1)
@@ -130,13 +139,14 @@ class PPL(nn.Module):
   def __call__(self, image, reference, *, train):
     """One training/eval pass; returns the output dict of the module docstring.
 
-    Keys: 'prior' [N, 2], 'theta' [B, N, 2, 3], 'keypoints' [B, N, 2], 'connectivity' [N, N],
+    Keys: 'prior' [N, 2], 'theta' [B, N, 2, 3], 'keypoints' [B, N, 2], 'connectivity' [N, N]
+    (W, or max(W, W_wide) with a wide map),
     'heatmap' [B, H, W], 'recon' [B, H, W, 3], 'tokens' G [B, m, d], 'quantized' G' [B, m, d]
     (codebook vectors, no gradient), 'keypoints_recon' [B, N, 2], 'indices' int32 [B, m].
     """
     keypoints, theta, prior = self._estimate(image, train)
     connectivity = self.connectivity()
-    recon, heatmap = self._render_and_decode(reference, keypoints, connectivity, train)
+    recon, heatmap = self._render_and_decode(reference, keypoints, train)
     tokens = self.mix_enc(jax.lax.stop_gradient(keypoints))
     quantized_st, quantized, indices = self.memory(tokens, train=train)
     return {
@@ -177,6 +187,8 @@ def build_model(config: ml_collections.ConfigDict) -> PPL:
       num_parts=m.num_parts,
       image_size=config.data.image_size,
       thick=m.thick,
+      wide_thick=m.wide_thick,
+      wide_connectivity_init_mean=m.wide_connectivity_init_mean,
       context=m.context,
       encoder_channels=tuple(m.encoder_channels),
       encoder_out_channels=m.encoder_out_channels,

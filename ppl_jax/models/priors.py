@@ -3,6 +3,7 @@
 Parameter paths the optimizer relies on (frozen / trainable, 512x lr):
   params['keypoint_prior']['points']  [N, 2]  ('predefined' | 'random' keypoint prior)
   params['connectivity']['logits']    [N, N]  (every variant)
+  params['connectivity']['logits_wide'] [N, N] (a wide link map, config.model.wide_thick > 0)
 W = softplus((L + L^T) / 2) with a zero diagonal: symmetric and positive off the diagonal.
 The logits are stored plainly; the 512x learning rate is the optimizer's job.
 
@@ -13,6 +14,8 @@ Templates give points in [-1, 1] (x right, y down) and skeleton edges:
   'quadruped18' the synthetic quadruped's 18 joints and skeleton (side view, head left);
   'ring'        any N: points on a circle of radius 0.5, consecutive points joined.
 """
+
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -113,12 +116,25 @@ def connectivity_weights(logits):
 
 class Connectivity(nn.Module):
   """Connectivity prior W [N, N] from free logits ('random': init_std * randn + init_mean,
-  release: randn - 4; 'predefined': template)."""
+  release: randn - 4; 'predefined': template).
+
+  With `wide_init_mean` set (ours; config.model.wide_thick > 0) a second W_wide of its own
+  logits ('logits_wide', init_std * randn + wide_init_mean) weights the wide link map.
+  """
   num_parts: int
   init_kind: str = 'random'      # random | predefined
   template_name: str = 'human16'
   init_mean: float = RANDOM_LOGIT_MEAN
   init_std: float = 1.0
+  wide_init_mean: Optional[float] = None
+
+  def setup(self):
+    shape = (self.num_parts, self.num_parts)
+    self.logits = self.param('logits', self._init_logits, shape)
+    if self.wide_init_mean is not None:
+      self.logits_wide = self.param(
+          'logits_wide',
+          lambda key, s: self.init_std * jax.random.normal(key, s) + self.wide_init_mean, shape)
 
   def _init_logits(self, key, shape):
     if self.init_kind == 'random':
@@ -132,10 +148,16 @@ class Connectivity(nn.Module):
     raise ValueError(
         f'config.model.connectivity_prior={self.init_kind!r}: use random | predefined.')
 
-  @nn.compact
   def __call__(self):
-    logits = self.param('logits', self._init_logits, (self.num_parts, self.num_parts))
-    return connectivity_weights(logits)
+    """W [N, N]; with a wide map, max(W, W_wide): a pair's strongest link (what edges read)."""
+    return self.per_width().max(axis=0)
+
+  def per_width(self):
+    """[K, N, N]: W, then W_wide when there is a wide map (K = 1 or 2)."""
+    weights = [connectivity_weights(self.logits)]
+    if self.wide_init_mean is not None:
+      weights.append(connectivity_weights(self.logits_wide))
+    return jnp.stack(weights)
 
 
 class KeypointPrior(nn.Module):
