@@ -119,13 +119,13 @@ class PPL(nn.Module):
     _, _, indices = self.memory(self.mix_enc(jax.lax.stop_gradient(keypoints)), train=False)
     return indices
 
-  def render_and_decode(self, reference, keypoints, *, train):
-    """(I_recon [B, H, W, 3], S [B, H, W]) from the reference [B, H, W, 3] and T' [B, N, 2]."""
-    return self._render_and_decode(reference, keypoints, train)
+  def render_and_decode(self, reference, keypoints, *, train, link_weights=None):
+    """(I_recon [B, H, W, 3], S [B, H, W]) from the reference [B, H, W, 3] and T' [B, N, 2].
 
-  def _render_and_decode(self, reference, keypoints, train):
+    link_weights: [K, N, N] in place of the learned (W, then W_wide when wide_thick > 0).
+    """
     self._check_image('reference', reference)
-    weights = self.connectivity.per_width()
+    weights = self.connectivity.per_width() if link_weights is None else link_weights
     heatmap = ops.link_heatmap(keypoints, weights[0], size=reference.shape[1:3],
                                thick=self.thick)
     if self.wide_thick > 0:
@@ -146,7 +146,7 @@ class PPL(nn.Module):
     """
     keypoints, theta, prior = self._estimate(image, train)
     connectivity = self.connectivity()
-    recon, heatmap = self._render_and_decode(reference, keypoints, train)
+    recon, heatmap = self.render_and_decode(reference, keypoints, train=train)
     tokens = self.mix_enc(jax.lax.stop_gradient(keypoints))
     quantized_st, quantized, indices = self.memory(tokens, train=train)
     return {
