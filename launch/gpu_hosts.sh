@@ -25,10 +25,10 @@ Commands:
 Every host needs: ssh access without a password prompt (keys, ~/.ssh/config),
 the code in --remote-dir with ppl_jax and jax[cuda12] installed for --python
 (e.g. git clone, then pip install -e . 'jax[cuda12]'), the data at the same
-path, and the same --workdir: a path on a shared file system, or a bucket mounted
-at the same path on every host (e.g. gcsfuse BUCKET /mnt/BUCKET; ppl_jax.main
-takes no gs:// URLs). Process 0 runs on the first host; the others connect to
-it on --port.
+path, and the same --workdir: gs://BUCKET/PATH (ppl_jax.main writes there itself;
+install gcsfs with pip install -e '.[gcs]'), a path on a shared file system, or a bucket
+mounted at the same path on every host (gcsfuse BUCKET /mnt/BUCKET). Process 0 runs on
+the first host; the others connect to it on --port.
 
 Arguments after '--' are passed to ppl_jax.main (config overrides)."
 
@@ -36,7 +36,7 @@ opt hosts HOSTS "" "Hosts, comma or space separated, [user@]host as ssh takes th
 opt coordinator COORDINATOR "" "Address of the first host as the others reach it. Default: the first host without its user@."
 opt port PORT 1234 "Coordinator port on the first host (must be reachable from the others)."
 opt config CONFIG "" "Config file relative to --remote-dir, with its argument, e.g. configs/h36m.py:size=128. Required by train."
-opt workdir WORKDIR "" "Checkpoints, metrics and images, the same path for every host (shared file system, or a bucket mounted at the same path on every host with gcsfuse). Required by train."
+opt workdir WORKDIR "" "Checkpoints, metrics and images, the same for every host: gs://BUCKET/PATH (needs gcsfs on the hosts), a shared file system, or a bucket mounted at the same path on every host with gcsfuse. Required by train."
 opt remote-dir REMOTE_DIR ppl_jax "Repository directory on the hosts (relative paths are under the home directory)."
 opt python PYTHON python3 "Python on the hosts: a command name, or a path (relative ones under the home directory), e.g. ppl_venv/bin/python."
 opt log-file LOG_FILE ppl_train.log "Training log on each host (relative paths are under the home directory)."
@@ -66,8 +66,8 @@ fi
 if [[ $COMMAND == train ]]; then
   require CONFIG "(needed by train)"
   require WORKDIR "(needed by train)"
-  if [[ $WORKDIR == *://* ]]; then
-    die_usage "--workdir=$WORKDIR: ppl_jax.main writes with the local file API; mount the bucket at the same path on every host (e.g. gcsfuse --implicit-dirs --rename-dir-limit=200000 BUCKET /mnt/BUCKET) and pass that path, or use a shared file system"
+  if [[ $WORKDIR == *://* && $WORKDIR != gs://* ]]; then
+    die_usage "--workdir=$WORKDIR: ppl_jax.main takes gs://BUCKET/PATH URLs (with gcsfs installed), local paths and shared file systems; mount other stores at the same path on every host and pass that path"
   fi
 fi
 [[ $PORT =~ ^[0-9]+$ ]] || die_usage "--port=$PORT is not a port number"

@@ -166,7 +166,7 @@ for command in "${COMMANDS[@]}"; do
         split_gcs_workdir
         check_relative_dir GCS_MOUNT_DIR
       elif [[ $WORKDIR == *://* ]]; then
-        die_usage "--workdir=$WORKDIR: ppl_jax.main writes with the local file API; give gs://BUCKET/PATH (mounted on every worker with gcsfuse) or a path on a shared file system"
+        die_usage "--workdir=$WORKDIR: give gs://BUCKET/PATH (mounted on every worker with gcsfuse) or a path on a shared file system"
       fi
       ;;
     fetch-logs)

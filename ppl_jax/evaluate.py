@@ -50,8 +50,6 @@ config.eval_max_batches, which limits training's end-of-run evaluation, is not u
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, Optional
 
 from absl import flags
@@ -254,7 +252,7 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
         num_iterations, figure, next_input='composite')
 
   training_provenance = workdir_lib.read_provenance(restored.workdir)
-  report = {'workdir': os.path.abspath(restored.workdir), 'dataset': config.data.name,
+  report = {'workdir': os.fspath(workdir_lib.path(restored.workdir)), 'dataset': config.data.name,
             'provenance': provenance.current(), 'training_provenance': training_provenance,
             'checkpoint_step': step, 'kept_steps': restored.steps,
             'num_parts': config.model.num_parts, 'results': results,
@@ -455,28 +453,15 @@ def evaluate(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *
   """
   config = workdir_lib.load_config(workdir, config)
   workdir_lib.checkpoint_steps(workdir)   # fails before anything is built or written
-  final = os.path.abspath(out_dir or workdir_lib.eval_dir(workdir))
-  if (os.path.isdir(final) and os.listdir(final)
-      and not os.path.isfile(os.path.join(final, 'report.json'))):
+  final = workdir_lib.path(out_dir or workdir_lib.eval_dir(workdir))
+  if (final.is_dir() and any(final.iterdir())
+      and not (final / 'report.json').exists()):
     raise FileExistsError(f'--out_dir={final} exists and holds files other than an '
                           'evaluation report: pass a new or empty folder.')
   restored = inference.restore(config, workdir, step)
-  parent = os.path.dirname(final)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix='.eval-tmp-', dir=parent)
-  try:
+  with workdir_lib.staged_folder(os.fspath(final)) as staging:
     report = evaluate_run(restored, staging, **kwargs)
-    if os.path.exists(final):
-      old = staging + '-old'
-      os.rename(final, old)
-      os.rename(staging, final)
-      shutil.rmtree(old)
-    else:
-      os.rename(staging, final)
-  finally:
-    if os.path.exists(staging):
-      shutil.rmtree(staging)
-  logging.info('Wrote %s', os.path.join(final, 'report.json'))
+  logging.info('Wrote %s', final / 'report.json')
   return report
 
 

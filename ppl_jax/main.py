@@ -18,7 +18,8 @@ from ppl_jax import sharding
 from ppl_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and images.')
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and images: a '
+                    'local path, or gs://BUCKET/PATH (needs gcsfs: pip install ppl_jax[gcs]).')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_bool('random_vgg', False,
@@ -35,11 +36,6 @@ class _QuietLibraries(py_logging.Filter):
 
 def main(argv):
   del argv
-  if '://' in FLAGS.workdir:
-    raise ValueError(
-        f'--workdir={FLAGS.workdir}: URL workdirs are not supported yet (files are written '
-        'with the local file API). Mount the bucket on every host (e.g. `gcsfuse BUCKET '
-        '/mnt/BUCKET`) and pass the mounted path, or use a shared file system.')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   sharding.maybe_initialize_distributed()
   logging.info('JAX process %d / %d, devices: %s', jax.process_index(),

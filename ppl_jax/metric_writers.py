@@ -1,19 +1,53 @@
 """Metrics to `workdir/metrics.jsonl` and TensorBoard (tensorboardX, no TensorFlow).
 
 Only process 0 writes. Image summaries also go to `workdir/images/<name>_<step>.png`
-so they can be looked at without TensorBoard.
+so they can be looked at without TensorBoard. The workdir may be a local path or a URL
+(gs://...), both reached through `etils.epath`; object stores cannot append, so there
+metrics.jsonl and the event file are rewritten whole at each write (they stay small:
+one line per logged step).
 """
 
+import io
 import json
 import os
 from typing import Dict, Mapping, Optional
 
+from etils import epath
 import jax
 import numpy as np
 from PIL import Image
 
+from ppl_jax import workdir as workdir_lib
 from ppl_jax.data import base
 from ppl_jax.evaluation import figures
+
+
+class _EpathEventFile:
+  """A TensorBoard event file on an object store: written whole on every flush."""
+
+  def __init__(self, path: str):
+    self._path = epath.Path(path)
+    self._buffer = io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    self._path.write_bytes(self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _EpathEventFileFactory:
+  """tensorboardX's writer factory for URL schemes, through epath (gcsfs for gs://),
+  in place of its own google-cloud-storage one."""
+
+  def open(self, path: str) -> _EpathEventFile:
+    return _EpathEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
 class MetricWriter:
@@ -22,38 +56,55 @@ class MetricWriter:
   def __init__(self, workdir: str, *, enabled: Optional[bool] = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.workdir = workdir
+    self._root = epath.Path(workdir)
     self._jsonl = None
+    self._lines = None
     self._tb = None
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      # Line-buffered, appending: a resumed run continues the same file; a
-      # reader keeps the last line of each step.
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a',
-                         buffering=1)
+      self._root.mkdir(parents=True, exist_ok=True)
+      jsonl = self._root / 'metrics.jsonl'
+      if workdir_lib.is_url(workdir):
+        # A resumed run continues the same file; a reader keeps the last line of each step.
+        self._lines = [jsonl.read_text()] if jsonl.exists() else []
+      else:
+        self._jsonl = open(os.fspath(jsonl), 'a', buffering=1)   # line-buffered, appending
       import tensorboardX  # pylint: disable=g-import-not-at-top
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+      if workdir_lib.is_url(workdir):
+        record_writer.register_writer_factory(os.fspath(workdir).split(':')[0],
+                                              _EpathEventFileFactory())
+      self._tb = tensorboardX.SummaryWriter(os.fspath(self._root / 'tensorboard'))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     values = {k: float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
+    line = json.dumps({'step': int(step), **values}) + '\n'
+    if self._jsonl is not None:
+      self._jsonl.write(line)
+    else:
+      self._lines.append(line)
+      (self._root / 'metrics.jsonl').write_text(''.join(self._lines))
     for name, value in values.items():
       self._tb.add_scalar(name, value, int(step))
+    self._tb.flush()
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """images: name -> uint8 [H, W, 3]."""
     if not self.enabled:
       return
-    folder = os.path.join(self.workdir, 'images')
-    os.makedirs(folder, exist_ok=True)
+    folder = self._root / 'images'
+    folder.mkdir(parents=True, exist_ok=True)
     for name, image in images.items():
       self._tb.add_image(name, image, int(step), dataformats='HWC')
-      Image.fromarray(image).save(os.path.join(folder, f'{name}_{step:07d}.png'))
+      png = io.BytesIO()
+      Image.fromarray(image).save(png, format='png')
+      (folder / f'{name}_{step:07d}.png').write_bytes(png.getvalue())
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
+      if self._jsonl is not None:
+        self._jsonl.close()
       self._tb.close()
 
 

@@ -8,13 +8,16 @@
   WORKDIR/metrics.jsonl, tensorboard/, images/   (`ppl_jax.metric_writers`)
   WORKDIR/eval/            the evaluation report (`ppl_jax.evaluate`)
 
-Files are reached through `etils.epath` (the path API orbax uses).
+Files are reached through `etils.epath` (the path API orbax uses), so WORKDIR may be a
+URL: gs://BUCKET/PATH with gcsfs installed (`pip install 'ppl_jax[gcs]'`).
 """
 
 import contextlib
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -41,9 +44,13 @@ class WorkdirLockedError(ValueError):
   """Another live training holds the workdir."""
 
 
+def is_url(workdir: str) -> bool:
+  """Whether `workdir` is a URL (gs://BUCKET/PATH ...) rather than a local path."""
+  return '://' in os.fspath(workdir)
+
+
 def path(workdir: str, *parts: str) -> epath.Path:
-  return epath.Path(os.path.abspath(workdir) if '://' not in workdir else workdir).joinpath(
-      *parts)
+  return epath.Path(workdir if is_url(workdir) else os.path.abspath(workdir)).joinpath(*parts)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -139,17 +146,18 @@ def lock(workdir: str) -> Iterator[None]:
           'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
   text = json.dumps(mine)
   while True:
-    try:
-      # Exclusive create: of two trainings starting at once, exactly one gets the lock.
-      with open(os.fspath(file), 'x') as f:
-        f.write(text)
-      break
-    except FileExistsError:
-      pass
-    except (OSError, ValueError):   # not a local path: no exclusive create, check then write
+    if is_url(workdir):   # an object store has no exclusive create: check, then write
       if not file.exists():
         file.write_text(text)
         break
+    else:
+      try:
+        # Exclusive create: of two trainings starting at once, exactly one gets the lock.
+        with open(os.fspath(file), 'x') as f:
+          f.write(text)
+        break
+      except FileExistsError:
+        pass
     try:
       holder = json.loads(file.read_text())
       host, pid = holder['host'], int(holder['pid'])
@@ -179,8 +187,51 @@ def lock(workdir: str) -> Iterator[None]:
         file.unlink()
     except (FileNotFoundError, ValueError):
       pass
-    if created and not any(file.parent.iterdir()):
+    if created and not is_url(workdir) and not any(file.parent.iterdir()):
       file.parent.rmdir()   # a run that failed before writing anything leaves no workdir
+
+
+# --- report folders --------------------------------------------------------------
+
+@contextlib.contextmanager
+def staged_folder(final: str) -> Iterator[str]:
+  """Yields a new local folder to write into; on success it replaces `final` (a local
+  path or a URL), so a failure leaves the previous `final` as it was.
+
+  Local: a sibling folder, renamed into place. URL: a local temporary folder, uploaded
+  beside `final` and then renamed into place (an object store has no atomic rename, so a
+  reader may briefly see neither).
+  """
+  target = path(final)
+  if not is_url(final):
+    target.parent.mkdir(parents=True, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix='.staging-', dir=None if is_url(final) else target.parent)
+  uploaded = None
+  try:
+    yield staging
+    if is_url(final):
+      uploaded = target.parent / f'.staging-{os.getpid()}-{time.time_ns()}'
+      for folder, _, files in os.walk(staging):
+        relative = os.path.relpath(folder, staging)
+        destination = uploaded if relative == '.' else uploaded / relative
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in files:
+          (destination / name).write_bytes(epath.Path(folder, name).read_bytes())
+      new = uploaded
+    else:
+      new = epath.Path(staging)
+    if target.exists():
+      old = target.parent / f'{new.name}-old'
+      target.rename(old)
+      new.rename(target)
+      old.rmtree()
+    else:
+      new.rename(target)
+  finally:
+    if os.path.exists(staging):
+      shutil.rmtree(staging)
+    if uploaded is not None and uploaded.exists():
+      uploaded.rmtree()
 
 
 # --- checkpoints ---------------------------------------------------------------

@@ -9,6 +9,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 
 from ppl_jax import checkpointing
@@ -168,19 +169,29 @@ def _read_events(path):
   return out, images
 
 
-def test_metric_writer(tmp_path):
-  writer = metric_writers.MetricWriter(str(tmp_path), enabled=True)
+@pytest.mark.parametrize('where', ['local', 'object_store'])
+def test_metric_writer(tmp_path, object_store, where):
+  # An object store (gs://, no appending) gets the same files as a local workdir.
+  workdir, root = (str(tmp_path), tmp_path) if where == 'local' else object_store
+  writer = metric_writers.MetricWriter(workdir, enabled=True)
   writer.write_scalars(1, {'loss': 2.5, 'lr': np.float32(0.125)})
   writer.write_scalars(2, {'loss': 1.5})
-  writer.write_images(2, {'summary': np.zeros((8, 6, 3), np.uint8)})
+  image = np.arange(8 * 6 * 3, dtype=np.uint8).reshape(8, 6, 3)
+  writer.write_images(2, {'summary': image})
   writer.close()
-  lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  lines = [json.loads(l) for l in open(root / 'metrics.jsonl')]
   assert lines == [{'step': 1, 'loss': 2.5, 'lr': 0.125}, {'step': 2, 'loss': 1.5}]
-  (event_file,) = os.listdir(tmp_path / 'tensorboard')
-  scalars, images = _read_events(tmp_path / 'tensorboard' / event_file)
+  (event_file,) = os.listdir(root / 'tensorboard')
+  scalars, images = _read_events(root / 'tensorboard' / event_file)
   assert sorted(scalars) == [('loss', 1, 2.5), ('loss', 2, 1.5), ('lr', 1, 0.125)]
   assert images == [('summary', 2)]
-  assert os.path.exists(tmp_path / 'images' / 'summary_0000002.png')
+  np.testing.assert_array_equal(np.asarray(Image.open(root / 'images' / 'summary_0000002.png')),
+                                image)
+  # A resumed run continues metrics.jsonl.
+  writer = metric_writers.MetricWriter(workdir, enabled=True)
+  writer.write_scalars(3, {'loss': 0.5})
+  writer.close()
+  assert [json.loads(l)['step'] for l in open(root / 'metrics.jsonl')] == [1, 2, 3]
 
 
 def test_draw_pose_intensity_follows_weight():

@@ -265,7 +265,7 @@ def test_missing_setting(script, args, missing):
     ('tpu.sh', [*TPU, '--config=c', '--workdir=gs://b/../w', 'train']),
     ('tpu.sh', [*TPU, '--config=c', '--workdir=gs://B/w', 'train']),
     ('tpu.sh', [*TPU, '--config=c', '--workdir=gs://b/w', '--gcs-mount-dir=/mnt', 'train']),
-    ('gpu_hosts.sh', ['--hosts=a', '--config=c', '--workdir=gs://b/w']),
+    ('gpu_hosts.sh', ['--hosts=a', '--config=c', '--workdir=s3://b/w']),
     ('gpu_hosts.sh', ['--hosts=a', 'dance']),
     ('gpu_local.sh', ['--config=c', '--workdir=w', 'extra']),
 ])
@@ -309,6 +309,9 @@ def test_gpu_hosts_process_ids():
   (cmd,) = _commands('gpu_hosts.sh', '--hosts=h1', '--coordinator=10.0.0.1', '--ssh-options=',
                      '--config=c', '--workdir=w')
   assert cmd[:2] == ['ssh', 'h1'] and 'JAX_COORDINATOR_ADDRESS=10.0.0.1:1234' in cmd[2]
+  # A gs:// workdir goes to ppl_jax.main as it is (it writes there through etils.epath).
+  (cmd,) = _commands('gpu_hosts.sh', '--hosts=h1', '--config=c', '--workdir=gs://b/runs/w')
+  assert '--workdir=gs://b/runs/w' in shlex.split(cmd[-1])
 
 
 # Stand in for Cloud Storage FUSE on a worker: record their arguments.

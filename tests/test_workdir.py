@@ -137,7 +137,7 @@ def test_incompatible_resume_is_refused_and_changes_nothing(run_copy):
   assert _tree(run_copy) == before
 
 
-def test_evaluate_out_dir_leaves_the_workdir_untouched(run_copy, tmp_path):
+def test_evaluate_out_dir_leaves_the_workdir_untouched(run_copy, tmp_path, object_store):
   before = _tree(run_copy)
   out = tmp_path / 'elsewhere' / 'report'
   report = evaluate.evaluate(str(run_copy), out_dir=str(out), max_eval_frames=4,
@@ -146,9 +146,50 @@ def test_evaluate_out_dir_leaves_the_workdir_untouched(run_copy, tmp_path):
   assert (out / 'report.md').exists()
   assert _tree(run_copy) == before
   assert sorted(os.listdir(out.parent)) == ['report']   # no staging folder left
+  # A gs:// --out_dir gets the same report and figures.
+  url, root = object_store
+  evaluate.evaluate(str(run_copy), out_dir=url, max_eval_frames=4, skip_occlusion=True,
+                    skip_regression=True)
+  assert (json.loads((root / 'report.json').read_text())['results']
+          == json.loads(json.dumps(report))['results'])
+  assert sorted(_tree(root)) == sorted(_tree(out))
+  assert _tree(run_copy) == before
   # A folder holding other files is not replaced.
   (tmp_path / 'mine').mkdir()
   (tmp_path / 'mine' / 'notes.txt').write_text('keep')
   with pytest.raises(FileExistsError, match='holds files other than an evaluation report'):
     evaluate.evaluate(str(run_copy), out_dir=str(tmp_path / 'mine'))
   assert _tree(tmp_path / 'mine') == {'notes.txt': b'keep'}
+
+
+def test_url_workdir_lock_config_and_report_folder(object_store):
+  # gs://... through etils.epath (here on a local folder with an object store's limits).
+  url, root = object_store
+  config = tiny_config()
+  with workdir_lib.lock(url):
+    assert json.loads((root / 'lock').read_text())['pid'] == os.getpid()
+    with pytest.raises(workdir_lib.WorkdirLockedError, match=f'PID {os.getpid()}'):
+      with workdir_lib.lock(url):
+        pass
+    workdir_lib.write_config(url, config)
+  assert sorted(os.listdir(root)) == ['config.json', 'provenance.json']   # lock released
+  assert (workdir_lib.load_config(url).to_json_best_effort()
+          == config.to_json_best_effort())
+  assert workdir_lib.read_provenance(url) == json.loads((root / 'provenance.json').read_text())
+
+  final = f'{url}/eval'
+  with workdir_lib.staged_folder(final) as staging:
+    os.makedirs(os.path.join(staging, 'figures'))
+    open(os.path.join(staging, 'figures', 'a.png'), 'wb').write(b'png')
+    open(os.path.join(staging, 'report.json'), 'w').write('first')
+  assert _tree(root / 'eval') == {'report.json': b'first', os.path.join('figures', 'a.png'): b'png'}
+  with pytest.raises(RuntimeError, match='evaluation failed'):
+    with workdir_lib.staged_folder(final) as staging:
+      open(os.path.join(staging, 'report.json'), 'w').write('second')
+      raise RuntimeError('evaluation failed')
+  assert _tree(root / 'eval')[('report.json')] == b'first'   # the previous report stays
+  with workdir_lib.staged_folder(final) as staging:
+    open(os.path.join(staging, 'report.json'), 'w').write('third')
+  assert _tree(root / 'eval') == {'report.json': b'third'}
+  assert sorted(os.listdir(root)) == ['config.json', 'eval', 'provenance.json']   # no staging
+  assert not os.path.exists(staging)
