@@ -75,6 +75,7 @@ opt gcs-mount-dir GCS_MOUNT_DIR gcs \
   "With --workdir=gs://BUCKET/PATH: train mounts BUCKET with gcsfuse at <this directory>/BUCKET on every worker (relative to the home directory) and passes --workdir=<that>/PATH to ppl_jax.main."
 opt gcsfuse-flags GCSFUSE_FLAGS "--implicit-dirs --rename-dir-limit=200000" \
   "gcsfuse options for that mount, split on spaces. --rename-dir-limit lets checkpoints (written to a temporary directory, then renamed) work on buckets without hierarchical namespace."
+flag gcs-native GCS_NATIVE "With --workdir=gs://BUCKET/PATH: no gcsfuse mount; ppl_jax.main gets the gs:// URL and writes there itself (etils.epath with gcsfs, orbax for checkpoints), and install adds the package's [gcs] extra instead of gcsfuse."
 flag install-gcsfuse INSTALL_GCSFUSE "install: also install gcsfuse on every worker where it is missing (done anyway when --workdir is gs://...)."
 opt log-file LOG_FILE ppl_train.log "Training log on each worker, relative to the home directory."
 opt train-args TRAIN_ARGS "" "Extra arguments for ppl_jax.main, split on spaces (added before those after --)."
@@ -248,8 +249,11 @@ cmd_install() {
   local code python
   code=$(home_path "$REMOTE_DIR")
   python=$(home_path "$VENV/bin/python")
-  if [[ $WORKDIR == gs://* ]] || ((INSTALL_GCSFUSE)); then
+  if [[ $WORKDIR == gs://* ]] && ! ((GCS_NATIVE)) || ((INSTALL_GCSFUSE)); then
     ssh_all "$GCSFUSE_INSTALL"
+  fi
+  if ((GCS_NATIVE)); then
+    code+="'[gcs]'"
   fi
   ssh_all "set -e; python3 -m pip install --user --quiet --upgrade uv; [ -x $python ] || python3 -m uv venv --python $(rq "$PYTHON_VERSION") $(home_path "$VENV"); python3 -m uv pip install --python $python${FIND_LINKS:+ --find-links $(rq "$FIND_LINKS")} -e $code $(rq "$JAX_REQUIREMENT"); $python -c \"import jax, ppl_jax; print(jax.__version__)\""
 }
@@ -274,7 +278,9 @@ gcs_mount_lines() {
 cmd_train() {
   local python workdir_arg more_args="" line
   python=$(home_path "$VENV/bin/python")
-  if [[ $WORKDIR == gs://* ]]; then
+  if [[ $WORKDIR == gs://* ]] && ((GCS_NATIVE)); then
+    workdir_arg=$(rq --workdir="gs://$GCS_BUCKET${GCS_PATH:+/$GCS_PATH}")
+  elif [[ $WORKDIR == gs://* ]]; then
     workdir_arg="--workdir=$(home_path "$GCS_MOUNT_DIR/$GCS_BUCKET${GCS_PATH:+/$GCS_PATH}")"
   else
     workdir_arg=$(rq --workdir="$WORKDIR")
@@ -285,7 +291,7 @@ cmd_train() {
   fi
   line="cd $(home_path "$REMOTE_DIR") || exit 1; "
   line+="if [ -f $(home_path "$PIDFILE") ] && kill -0 \"\$(cat $(home_path "$PIDFILE"))\" 2>/dev/null; then echo \"\$(hostname): ppl_jax.main is already running\" >&2; exit 1; fi; "
-  if [[ $WORKDIR == gs://* ]]; then
+  if [[ $WORKDIR == gs://* ]] && ! ((GCS_NATIVE)); then
     line+=$(gcs_mount_lines)
   fi
   line+="nohup $python $(rquote_cmd -m ppl_jax.main --config="$CONFIG") $workdir_arg$more_args > $(home_path "$LOG_FILE") 2>&1 < /dev/null & "

@@ -169,6 +169,19 @@ def test_tpu_all():
   assert 'gs://' not in train[start:]
 
 
+def test_tpu_gcs_native():
+  """--gcs-native: no gcsfuse; the package's [gcs] extra; ppl_jax.main gets the gs:// URL."""
+  proc = _run('tpu.sh', '--dry-run', *TPU, '--config=configs/h36m.py', '--gcs-native',
+              '--workdir=gs://bucket/ppl/h36m/', 'install', 'train')
+  install, train = [_flag(shlex.split(line[2:]), '--command') for line in proc.stdout.splitlines()]
+  assert 'gcsfuse' not in install and '-e "$HOME"/ppl_jax\'[gcs]\' ' in install
+  assert 'gcsfuse' not in train and 'mountpoint' not in train
+  words = shlex.split(train)
+  start = words.index('-m')
+  assert words[start + 2:start + 4] == ['--config=configs/h36m.py', '--workdir=gs://bucket/ppl/h36m']
+  assert proc.stderr == ''
+
+
 def test_tpu_non_gs_workdir_passes_through():
   proc = _run('tpu.sh', '--dry-run', *TPU, '--config=configs/h36m.py',
               '--workdir=/shared/ppl/h36m', 'install', 'train', '--', '--config.batch_size=8')
