@@ -323,7 +323,11 @@ def use_cpu_sized_model(config: ml_collections.ConfigDict) -> None:
   the anchor 21.8 (one link took over), a 64x W lr 20.6, and all of the below 15.8:
   - affine_anchor='soft_argmax': T'_i starts at heatmap i's soft-argmax, a path by
     which a keypoint can jump to any part of the image (AutoLink's detector);
-  - thick=1e-2 (sigma ~3 px at 64 px): wider links, a wider basin for each limb;
+  - thick=5e-3 (1/e half-width ~2.3 px at 64 px): wider than the paper's 5e-4, a basin for
+    each limb; 1e-2 (~3.2 px, twice an arm's half-width) let a straight shoulder-wrist link
+    cover a bent arm, so no keypoint went to an elbow (seeds 0-4: 0.59 / 0.75 / 0.67 / 0.81 /
+    0.58x the mean pose's matched error, against 0.49 / 0.64 / 0.63 / 0.66 / 0.48x at 5e-3;
+    3e-3 on seeds 0 / 2: 0.45 / 0.68x; benchmarks/README.md, "Link width");
   - W logits ~ -2 + 0.1 randn (w ~ 0.13, nearly equal) at 64x (not 512x) the base lr:
     no link dominates from the start and W does not collapse before S is useful.
   Whether a run finds both arms still depends on the seed (RESULTS.md). Knobs that did not
@@ -340,7 +344,7 @@ def use_cpu_sized_model(config: ml_collections.ConfigDict) -> None:
   """
   m = config.model
   m.affine_anchor = 'soft_argmax'
-  m.thick = 1e-2
+  m.thick = 5e-3
   m.connectivity_init_mean = -2.0
   m.connectivity_init_std = 0.1
   config.optim.connectivity_lr_multiplier = 64.0
