@@ -87,7 +87,8 @@ class MetricWriter:
       (self._root / 'metrics.jsonl').write_text(''.join(self._lines))
     for name, value in values.items():
       self._tb.add_scalar(name, value, int(step))
-    self._tb.flush()
+    if self._jsonl is None:
+      self._tb.flush()   # an object store shows the event file only once it is written
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """images: name -> uint8 [H, W, 3]."""

@@ -202,14 +202,14 @@ def staged_folder(final: str) -> Iterator[str]:
   beside `final` and then renamed into place (an object store has no atomic rename, so a
   reader may briefly see neither).
   """
-  target = path(final)
-  if not is_url(final):
+  target, remote = path(final), is_url(final)
+  if not remote:
     target.parent.mkdir(parents=True, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix='.staging-', dir=None if is_url(final) else target.parent)
+  staging = tempfile.mkdtemp(prefix='.staging-', dir=None if remote else target.parent)
   uploaded = None
   try:
     yield staging
-    if is_url(final):
+    if remote:
       uploaded = target.parent / f'.staging-{os.getpid()}-{time.time_ns()}'
       for folder, _, files in os.walk(staging):
         relative = os.path.relpath(folder, staging)

@@ -138,8 +138,7 @@ def heatmap_reliance(model, variables, images, references) -> float:
   def losses(module, image, reference):
     keypoints, _ = module.estimate(image, train=False)
     with_links, _ = module.render_and_decode(reference, keypoints, train=False)
-    widths = 2 if module.wide_thick > 0 else 1
-    zero = jnp.zeros((widths, module.num_parts, module.num_parts), jnp.float32)
+    zero = jnp.zeros_like(module.connectivity.per_width())
     without, _ = module.render_and_decode(reference, keypoints, train=False, link_weights=zero)
     return (jnp.mean(jnp.abs(with_links - image)), jnp.mean(jnp.abs(without - image)))
 
