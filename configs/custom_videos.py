@@ -5,11 +5,11 @@
       --workdir=workdir/dogs
 The folder holds video files (mp4/avi/mov) or per-video frame folders; optional labels
 for evaluation: --config.data.labels=CollectedData_x.csv (DeepLabCut layout).
-Arguments: parts=10 (N), size=128, variant=1..11 | name (Table 3; predefined priors
-use 'quadruped10' for N = 10, else 'ring'), tiny=true (smoke run on synthetic data),
-cpu=true (a few-minute CPU run: 64 px, the synthetic default's small model and pixel
-loss, no VGG weights, 300 steps, whole short videos kept decoded in memory), e.g. the
-mirror-mouse clip of the README:
+Arguments: parts=10 (N), size (pixels; default 128, or 64 with cpu=true), variant=1..11 |
+name (Table 3; predefined priors use 'quadruped10' for N = 10, else 'ring'), tiny=true
+(smoke run on synthetic data), cpu=true (a CPU run: the synthetic default's small model
+and pixel loss, no VGG weights, batch 16; at 64 px 300 steps, ~5 min on 2 cores; with
+size=128 400 steps, ~15 min), e.g. the mirror-mouse clip of the README:
   python -m ppl_jax.main --config=configs/custom_videos.py:cpu=true \
       --config.data.root=../shared/data/mirror-mouse/videos --workdir=workdir/mouse
 """
@@ -18,11 +18,15 @@ from ppl_jax import config as config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, parts=10, size=128, variant='default', tiny=False,
+  arg = config_lib.parse_arg(arg, parts=10, size=0, variant='default', tiny=False,
                              cpu=False)
+  if arg.size < 0:
+    raise ValueError(f'configs/custom_videos.py: size={arg.size} must be positive (pixels), '
+                     'or 0 for the default (128, or 64 with cpu=true).')
+  size = arg.size or (64 if arg.cpu else 128)
   config = config_lib.default_config()
   config.data.name = 'custom'
-  config.data.image_size = arg.size
+  config.data.image_size = size
   config.data.num_workers = 2
   config.data.on_bad_video = 'warn'
   config.model.num_parts = arg.parts
@@ -37,11 +41,11 @@ def get_config(arg=None):
   # Each video decoded once at training size (64 px: ~12 KiB a frame, 256 px: ~192 KiB).
   config.data.frame_cache_bytes = 4 * 2**30
   if arg.cpu:
-    config.data.image_size = 64
     config.data.num_workers = 0
     config_lib.use_cpu_sized_model(config)
     config.batch_size = 16
-    config.num_train_steps = 300
+    # ~5 min at 64 px, ~15 min at 128 px on 2 cores (a 128 px step costs ~4.5x).
+    config.num_train_steps = 300 if size <= 64 else 400
     config.checkpoint_every_steps = 100
     config.image_summary_every_steps = 100
   if arg.tiny:

@@ -73,6 +73,26 @@ def test_real_data_configs(spec, tmp_path):
     _valid(_load(f'{spec}:{tiny}'))
 
 
+
+@pytest.mark.parametrize('arg, size, steps, perceptual', [
+    ('', 128, 20_000, 'vgg19'),
+    ('size=256', 256, 20_000, 'vgg19'),
+    ('cpu=true', 64, 300, 'none'),
+    ('cpu=true,size=128', 128, 400, 'none'),
+])
+def test_custom_videos_size_argument(arg, size, steps, perceptual):
+  # The full run defaults to 128 px; cpu=true to 64 px, and size=128 is its 128 px option
+  # with more steps (the docstring's ~15 min on 2 cores).
+  config = _load(f'configs/custom_videos.py:{arg}' if arg else 'configs/custom_videos.py')
+  assert config.data.image_size == size
+  assert config.num_train_steps == steps
+  assert config.loss.perceptual == perceptual
+
+
+def test_custom_videos_negative_size_names_the_argument():
+  with pytest.raises(Exception, match='size=-64 must be positive'):
+    _load('configs/custom_videos.py:size=-64')
+
 # Table 3 of the paper as printed: initialisation and trainability per column.
 _TABLE3 = {
     'kp_init': 'Pre Pre Pre Pre Pre Pre Rand Rand Rand Rand Mem'.split(),
