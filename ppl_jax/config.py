@@ -121,6 +121,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.memory_dim = 512       # d
   config.model.memory_decay = 0.9     # EMA decay of the codebook
   config.model.memory_eps = 1e-5      # Laplace smoothing
+  # > 0: a token whose EMA count falls below this restarts at a badly quantised batch token
+  # (models/memory.py); 0: never (the paper's memory).
+  config.model.memory_reseed_below = 0.0
   config.model.mixer_enc_blocks = 4
   config.model.mixer_dec_blocks = 1
   config.model.mixer_dec_dim = 32
@@ -461,6 +464,8 @@ def validate(config: ml_collections.ConfigDict, *,
     _choice(config, 'model.mask_sampling', ('bernoulli', 'exact'))
   ratio = config.model.mask_ratio
   _check(0.0 <= ratio <= 1.0, 'model.mask_ratio', ratio, 'must be in [0, 1]')
+  _check(config.model.memory_reseed_below >= 0.0, 'model.memory_reseed_below',
+         config.model.memory_reseed_below, 'must be >= 0 (0: no re-seeding)')
   decay = config.model.memory_decay
   _check(0.0 < decay < 1.0, 'model.memory_decay', decay, 'must be in (0, 1)')
   for path in ('model.encoder_channels', 'model.decoder_channels'):

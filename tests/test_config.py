@@ -137,6 +137,7 @@ def _tiny():
     ('model.context', 'self', 'config.model.context'),
     ('model.keypoint_prior', 'learned', 'config.model.keypoint_prior'),
     ('model.memory_decay', 1.5, 'config.model.memory_decay'),
+    ('model.memory_reseed_below', -1.0, 'config.model.memory_reseed_below'),
     ('model.encoder_channels', (4, -1), 'config.model.encoder_channels'),
     ('loss.pixel', 'l2', 'config.loss.pixel'),
     ('loss.perceptual', 'vgg19', 'config.loss.vgg_weights'),

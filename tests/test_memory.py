@@ -129,3 +129,37 @@ def test_ema_update_with_batch_sharded_over_mesh(setup):
   expected = module.apply(variables, tokens, train=True, mutable=['memory'])[1]
   got = step(variables, sharded)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expected)
+
+
+def test_dead_tokens_restart_at_the_worst_quantised_batch_tokens():
+  # Counts start at 1; one EMA step at decay 0.9 leaves 0.9 + 0.1 n: tokens no batch token
+  # chose fall to 0.9, below reseed_below = 0.95, chosen ones stay >= 1.
+  module = HierarchicalMemory(M, K, D, decay=DECAY, eps=EPS, reseed_below=0.95)
+  tokens = jax.random.normal(jax.random.key(2), (B, M, D))
+  variables = module.init(jax.random.key(3), tokens, train=True)
+  _, updated = module.apply(variables, tokens, train=True, mutable=['memory'])
+  old = jax.tree.map(lambda a: np.asarray(a, np.float64), variables['memory'])
+  g = np.asarray(tokens, np.float64)
+  idx = brute_force_indices(tokens, old['codebook'])
+  new = jax.tree.map(lambda a: np.asarray(a, np.float64), updated['memory'])
+  num_dead = 0
+  for m in range(M):
+    counts = np.bincount(idx[:, m], minlength=K)
+    error = [np.sum((g[b, m] - old['codebook'][m, idx[b, m]]) ** 2) for b in range(B)]
+    worst_first = sorted(range(B), key=lambda b: -error[b])
+    dead = [k for k in range(K) if counts[k] == 0]
+    num_dead += len(dead)
+    count = DECAY * old['ema_count'][m] + (1 - DECAY) * counts
+    total_sum = DECAY * old['ema_sum'][m] + (1 - DECAY) * np.stack(
+        [g[idx[:, m] == k, m].sum(axis=0) for k in range(K)])
+    for j, k in enumerate(dead):
+      count[k] = 1.0
+      total_sum[k] = g[worst_first[j % B], m]
+    n = count.sum()
+    smoothed = (count + EPS) / (n + K * EPS) * n
+    np.testing.assert_allclose(new['ema_count'][m], count, rtol=1e-6)
+    np.testing.assert_allclose(new['ema_sum'][m], total_sum, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new['codebook'][m], total_sum / smoothed[:, None],
+                               rtol=1e-5, atol=1e-6)
+  assert num_dead > 0   # B = 7 tokens over K = 5 per bank: the case must have dead tokens
+

@@ -10,6 +10,12 @@ One training step (VQ-VAE EMA with Laplace smoothing, van den Oord et al. 2017, 
   count <- decay * count + (1 - decay) * n;  sum <- decay * sum + (1 - decay) * s
   count~ = (count + eps) / (sum_k count + k * eps) * sum_k count
   codebook <- sum / count~
+Optional dead-token re-seeding (`reseed_below` > 0; off in the paper's method): after the
+EMA step, every token whose count is below `reseed_below` restarts at one of this batch's
+tokens of its bank, the worst-quantised first (largest |g - e|^2 against the codebook they
+were quantised with; the j-th dead token of a bank takes the j-th worst, cycling over the
+batch), with count 1 and sum = that token, as the dead-code restarts of other VQ codebases
+(e.g. Dhariwal et al. 2020, Jukebox) do.
 The sums over the batch are plain jnp reductions, so under jit with a batch-sharded
 input XLA inserts the cross-device all-reduce itself.
 """
@@ -55,6 +61,7 @@ class HierarchicalMemory(nn.Module):
   dim: int
   decay: float = 0.9
   eps: float = 1e-5
+  reseed_below: float = 0.0
 
   def setup(self):
     shape = (self.num_banks, self.num_tokens, self.dim)
@@ -91,17 +98,30 @@ class HierarchicalMemory(nn.Module):
     quantized = jax.lax.stop_gradient(
         jnp.take_along_axis(codebook[None], indices[..., None, None], axis=2)[:, :, 0])
     if train and self.is_mutable_collection('memory') and not self.is_initializing():
-      self._ema_update(constant_tokens, indices)
+      self._ema_update(constant_tokens, indices, quantized)
     return straight_through(tokens, quantized), quantized, indices
 
-  def _ema_update(self, tokens, indices):
+  def _ema_update(self, tokens, indices, quantized):
     onehot = jax.nn.one_hot(indices, self.num_tokens, dtype=jnp.float32)  # [B, m, k]
     counts = jnp.sum(onehot, axis=0)                                        # [m, k]
     sums = jnp.einsum('bmk,bmd->mkd', onehot, tokens, precision=jax.lax.Precision.HIGHEST)
     ema_count = self.decay * self.ema_count.value + (1.0 - self.decay) * counts
     ema_sum = self.decay * self.ema_sum.value + (1.0 - self.decay) * sums
+    if self.reseed_below > 0:
+      ema_count, ema_sum = self._reseed(tokens, quantized, ema_count, ema_sum)
     total = jnp.sum(ema_count, axis=1, keepdims=True)                      # [m, 1]
     smoothed = (ema_count + self.eps) / (total + self.num_tokens * self.eps) * total
     self.ema_count.value = ema_count
     self.ema_sum.value = ema_sum
     self.codebook.value = ema_sum / smoothed[..., None]
+
+  def _reseed(self, tokens, quantized, ema_count, ema_sum):
+    """Restarts the tokens with ema_count < reseed_below at the worst-quantised batch tokens."""
+    dead = ema_count < self.reseed_below                                    # [m, k]
+    error = jnp.sum((tokens - quantized) ** 2, axis=-1)                    # [B, m]
+    worst_first = jnp.argsort(-error, axis=0).T                            # [m, B]
+    rank = (jnp.cumsum(dead, axis=1) - 1) % tokens.shape[0]                # [m, k]
+    source = jnp.take_along_axis(worst_first, rank, axis=1)                # [m, k]
+    restart = jnp.take_along_axis(jnp.swapaxes(tokens, 0, 1), source[..., None], axis=1)
+    return (jnp.where(dead, 1.0, ema_count),
+            jnp.where(dead[..., None], restart, ema_sum))

@@ -60,6 +60,7 @@ class PPL(nn.Module):
   memory_dim: int = 512
   memory_decay: float = 0.9
   memory_eps: float = 1e-5
+  memory_reseed_below: float = 0.0
   mixer_enc_blocks: int = 4
   mixer_dec_blocks: int = 1
   mixer_dec_dim: int = 32
@@ -86,7 +87,8 @@ class PPL(nn.Module):
     self.decoder = UNetDecoder(tuple(self.decoder_channels), dtype, self.remat_decoder)
     self.mix_enc = MixerEncoder(self.memory_banks, self.memory_dim, self.mixer_enc_blocks)
     self.memory = HierarchicalMemory(self.memory_banks, self.memory_tokens, self.memory_dim,
-                                     self.memory_decay, self.memory_eps)
+                                     self.memory_decay, self.memory_eps,
+                                     self.memory_reseed_below)
     self.mix_dec = MixerDecoder(self.num_parts, self.mixer_dec_dim, self.mixer_dec_blocks)
     self.connectivity = Connectivity(
         self.num_parts, self.connectivity_init, self.prior_template,
@@ -203,6 +205,7 @@ def build_model(config: ml_collections.ConfigDict) -> PPL:
       memory_dim=m.memory_dim,
       memory_decay=m.memory_decay,
       memory_eps=m.memory_eps,
+      memory_reseed_below=m.memory_reseed_below,
       mixer_enc_blocks=m.mixer_enc_blocks,
       mixer_dec_blocks=m.mixer_dec_blocks,
       mixer_dec_dim=m.mixer_dec_dim,
