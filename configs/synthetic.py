@@ -10,6 +10,9 @@ mean-pose baseline.
   --config=configs/synthetic.py:tiny             a few-second smoke run (tests)
   --config=configs/synthetic.py:kind=quadruped   four-legged figures, N=10
   --config=configs/synthetic.py:variant=4        a Table 3 prior variant
+  --config=configs/synthetic.py:parts=20         N keypoints (default 16; 10 for the quadruped).
+      20 found both elbows where 16 did not (benchmarks/README.md, "More keypoints"), at
+      more time per step; a predefined (human16) prior needs 16.
 """
 
 from ppl_jax import config as config_lib
@@ -17,7 +20,10 @@ from ppl_jax import config as config_lib
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False, kind='humanoid', variant='default',
-                             size=64)
+                             size=64, parts=0)
+  if arg.parts < 0:
+    raise ValueError(f'configs/synthetic.py: parts={arg.parts} must be positive, or 0 for '
+                     'the default (16; 10 for the quadruped).')
   config = config_lib.default_config()
   config.data.name = 'synthetic'
   config.data.image_size = arg.size
@@ -28,7 +34,7 @@ def get_config(arg=None):
   config.data.synthetic.render_size = arg.size
   config.data.min_frame_gap = 4
 
-  config.model.num_parts = 10 if arg.kind == 'quadruped' else 16
+  config.model.num_parts = arg.parts or (10 if arg.kind == 'quadruped' else 16)
   config.model.prior_template = 'quadruped10' if arg.kind == 'quadruped' else 'human16'
   config_lib.use_cpu_sized_model(config)
   config_lib.apply_prior_variant(config, arg.variant)

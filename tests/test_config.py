@@ -37,6 +37,19 @@ def test_synthetic_default_is_valid_and_cpu_sized():
   assert config.model.keypoint_prior == 'memory'
 
 
+@pytest.mark.parametrize('arg, parts', [('', 16), ('parts=20', 20), ('kind=quadruped', 10),
+                                        ('kind=quadruped,parts=12', 12)])
+def test_synthetic_number_of_keypoints(arg, parts):
+  config = _load(f'configs/synthetic.py:{arg}' if arg else 'configs/synthetic.py')
+  _valid(config)
+  assert config.model.num_parts == parts
+
+
+def test_synthetic_predefined_prior_with_other_parts_names_the_template():
+  with pytest.raises(ValueError, match='prior_template'):
+    _valid(_load('configs/synthetic.py:variant=1,parts=20'))
+
+
 def test_overrides_and_arguments():
   config = _load('configs/synthetic.py:tiny', '--config.batch_size=8',
                  '--config.model.encoder_channels=(4,4,4,4)')
