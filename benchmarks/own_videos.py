@@ -146,8 +146,8 @@ def main(argv):
   path = FLAGS.json or os.path.join(_REPO, 'benchmarks', 'results', 'own_videos.json')
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
-    json.dump({'configs': FLAGS.config, 'overrides': FLAGS.override, 'seeds': [int(s) for s in FLAGS.seeds],
-               'videos': FLAGS.videos, 'labels': FLAGS.labels, 'parallel': FLAGS.parallel,
+    json.dump({'configs': FLAGS.config, 'overrides': FLAGS.override,
+               'seeds': [int(s) for s in FLAGS.seeds], 'videos': FLAGS.videos, 'labels': FLAGS.labels, 'parallel': FLAGS.parallel,
                'provenance': code, 'rows': trained, 'summary': summary}, f, indent=2)
   print(f'Wrote {path}')
 

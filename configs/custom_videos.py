@@ -9,7 +9,7 @@ Arguments: parts=10 (N), size (pixels; default 128, or 64 with cpu=true), varian
 name (Table 3; predefined priors use 'quadruped10' for N = 10, else 'ring'), tiny=true
 (smoke run on synthetic data), cpu=true (a CPU run: the synthetic default's small model
 and pixel loss, no VGG weights, batch 16; at 64 px 300 steps, ~5 min on 2 cores; with
-size=128 400 steps, ~15 min), e.g. the mirror-mouse clip of the README:
+size=128 400 steps, 33 min two at a time, not yet timed alone), e.g. the mirror-mouse clip of the README:
   python -m ppl_jax.main --config=configs/custom_videos.py:cpu=true \
       --config.data.root=../shared/data/mirror-mouse/videos --workdir=workdir/mouse
 """
@@ -44,7 +44,7 @@ def get_config(arg=None):
     config.data.num_workers = 0
     config_lib.use_cpu_sized_model(config)
     config.batch_size = 16
-    # ~5 min at 64 px, ~15 min at 128 px on 2 cores (a 128 px step costs ~4.5x).
+    # A 128 px step costs ~4.5x a 64 px one (benchmarks/README.md, train_step.py).
     config.num_train_steps = 300 if size <= 64 else 400
     config.checkpoint_every_steps = 100
     config.image_summary_every_steps = 100
