@@ -160,6 +160,8 @@ def _fmt(values):
 
 
 def _markdown(rows, commands, seeds, durations):
+  from ppl_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  num_parts = config_lib.load_config_file(CONFIG).model.num_parts
   lines = [
       '# Results on the synthetic benchmark', '',
       f'Written by `python benchmarks/synthetic_results.py --seeds={",".join(seeds)}'
@@ -168,7 +170,8 @@ def _markdown(rows, commands, seeds, durations):
       '`eval/report.json` files. Test split: the 8 held-out synthetic videos '
       '(32 frames each, figures and backgrounds never seen in training).', '',
       'Protocols (SPEC section 4):',
-      '- **matched**: min-cost-flow matching of the N=16 keypoints to the 15 joints on '
+      f'- **matched**: min-cost-flow matching of the N={num_parts} keypoints to the 15 '
+      'joints on '
       'the test split, true L2 in units of the image side x 100;',
       '- **regression**: linear regression with bias per (joint, coordinate) from the '
       '2N keypoint coordinates, fitted on labelled training frames, mean L2 on test in % '

@@ -58,7 +58,7 @@ flags.DEFINE_enum('model', 'synthetic', ['synthetic', 'full'],
                   'synthetic: configs/synthetic.py sizes; full: default_config() sizes.')
 flags.DEFINE_list('batch', ['8', '64'], 'Global batch sizes.')
 flags.DEFINE_list('size', ['64', '128'], 'Image sides in pixels.')
-flags.DEFINE_integer('num_parts', 16, 'N keypoints.')
+flags.DEFINE_integer('num_parts', 0, 'N keypoints (0: the model\'s config, synthetic 20, full 16).')
 flags.DEFINE_enum('perceptual', 'none', ['none', 'vgg16', 'vgg19'],
                   'Perceptual loss (needs --vgg_weights or --random_vgg). With '
                   '--model=synthetic it is added to the config\'s pixel loss.')
@@ -88,7 +88,7 @@ _GIB = 2**30
 # ----------------------------------------------------------------------------------------
 # Helpers (also used by tests/test_train_step_bench.py).
 
-def build_config(model: str, batch: int, size: int, *, num_parts: int = 16,
+def build_config(model: str, batch: int, size: int, *, num_parts: int = 0,
                  perceptual: str = 'none', vgg_weights: str = '', random_vgg: bool = False,
                  dtype: str = 'float32', remat: str = 'none', tiny: bool = False):
   """The benchmarked config (validated; a random VGG needs no weights file)."""
@@ -111,7 +111,7 @@ def build_config(model: str, batch: int, size: int, *, num_parts: int = 16,
   config.data.image_size = size
   config.data.synthetic.render_size = max(size, 64)
   config.batch_size = batch
-  config.model.num_parts = num_parts
+  config.model.num_parts = num_parts or config.model.num_parts
   config.model.dtype = dtype
   for part in ('decoder', 'perceptual', 'encoder'):
     field = f'remat_{part}'
@@ -385,7 +385,7 @@ def _child(batch: int, size: int, dtype: str, remat: str) -> dict:
   from benchmarks.link_heatmap import median_seconds  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ppl_jax import sharding, train  # pylint: disable=g-import-not-at-top
+  from ppl_jax import provenance, sharding, train  # pylint: disable=g-import-not-at-top
 
   random_vgg = FLAGS.random_vgg and FLAGS.perceptual != 'none'
   if random_vgg:
@@ -396,11 +396,13 @@ def _child(batch: int, size: int, dtype: str, remat: str) -> dict:
   platform = jax.devices()[0].platform
   matmul_n = FLAGS.matmul_size or (2048 if platform == 'cpu' else 8192)
   record = {
-      'model': FLAGS.model, 'batch': batch, 'size': size, 'num_parts': FLAGS.num_parts,
+      'model': FLAGS.model, 'batch': batch, 'size': size,
+      'num_parts': config.model.num_parts,
       'perceptual': FLAGS.perceptual, 'random_vgg': random_vgg, 'dtype': dtype,
       'remat': remat, 'device': platform, 'device_kind': jax.devices()[0].device_kind,
       'device_count': jax.device_count(), 'cpu_count': os.cpu_count(),
       'load_average_1min_start': round(os.getloadavg()[0], 2),
+      'provenance': provenance.current(),
   }
   timed = FLAGS.mode == 'time'
   matmul = {name: {'wall': [], 'cpu': []} for name in ('float32', 'bfloat16')}
@@ -460,7 +462,7 @@ def _child(batch: int, size: int, dtype: str, remat: str) -> dict:
   })
 
   record['link_heatmap_s'] = link_heatmap_seconds(
-      batch, FLAGS.num_parts, size, config.model.thick, FLAGS.component_repeats)
+      batch, config.model.num_parts, size, config.model.thick, FLAGS.component_repeats)
   record['link_heatmap_fraction'] = record['link_heatmap_s'] / step_s
   if FLAGS.breakdown:
     components = {}
