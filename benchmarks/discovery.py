@@ -158,10 +158,7 @@ def _print(rows, summary):
 
 def main(argv):
   del argv
-  code = provenance.current()
-  if code['git_dirty']:
-    print('WARNING: ppl_jax/ or configs/ differ from the commit: these reports will not be '
-          'reusable and do not belong in a results table.', flush=True)
+  code = provenance.current_for_results('these reports')
   seeds = [int(s) for s in FLAGS.seeds]
   with concurrent.futures.ThreadPoolExecutor(max(1, FLAGS.parallel)) as pool:
     rows = list(pool.map(lambda s: _run_seed(s, code), seeds))

@@ -158,10 +158,7 @@ def _print(rows):
 
 def main(argv):
   del argv
-  code = provenance.current()
-  if code['git_dirty']:
-    print('WARNING: ppl_jax/ or configs/ differ from the commit: these reports will not be '
-          'reusable and do not belong in a results table.', flush=True)
+  code = provenance.current_for_results('these reports')
   runs = _runs(FLAGS.workdirs)
   with concurrent.futures.ThreadPoolExecutor(max(1, FLAGS.parallel)) as pool:
     reports = list(pool.map(lambda w: _report(w, code), runs))

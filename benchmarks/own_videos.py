@@ -134,10 +134,7 @@ def main(argv):
     if not os.path.exists(path):
       raise app.UsageError(f'{path} does not exist: pass --videos=FOLDER and '
                            '--labels=CollectedData.csv of your own clip.')
-  code = provenance.current()
-  if code['git_dirty']:
-    print('WARNING: ppl_jax/ or configs/ differ from the commit: these scores will not be '
-          'reusable and do not belong in a results table.', flush=True)
+  code = provenance.current_for_results('these scores')
   jobs = [(config, int(seed)) for config in FLAGS.config for seed in FLAGS.seeds]
   with concurrent.futures.ThreadPoolExecutor(max(1, FLAGS.parallel)) as pool:
     trained = list(pool.map(lambda job: _run(*job, code), jobs))

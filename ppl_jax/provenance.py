@@ -42,6 +42,15 @@ def current() -> Dict[str, Any]:
           'packages': versions}
 
 
+def current_for_results(what: str = 'these results') -> Dict[str, Any]:
+  """`current()`, warning on stdout when the tree is dirty (`what` will not be reusable)."""
+  code = current()
+  if code['git_dirty']:
+    print(f'WARNING: ppl_jax/ or configs/ differ from the commit: {what} will not be '
+          'reusable and do not belong in a results table.', flush=True)
+  return code
+
+
 def same_code(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]]) -> bool:
   """True when both came from one clean commit with the same package versions."""
   return bool(a and b and a.get('git_commit') and not a.get('git_dirty')

@@ -239,6 +239,15 @@ def test_provenance_same_code():
   assert not provenance.same_code(None, clean)
 
 
+@pytest.mark.parametrize('dirty', [False, True])
+def test_provenance_for_results_warns_on_a_dirty_tree(monkeypatch, capsys, dirty):
+  code = {'git_commit': 'abc', 'git_dirty': dirty, 'packages': {}}
+  monkeypatch.setattr(provenance, 'current', lambda: code)
+  assert provenance.current_for_results('these scores') is code
+  out = capsys.readouterr().out
+  assert ('WARNING' in out and 'these scores will not be reusable' in out) == dirty
+
+
 def test_keypoint_attachment_finds_the_bone_point_each_keypoint_follows():
   rng = np.random.default_rng(3)
   frames = 40
