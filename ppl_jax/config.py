@@ -165,6 +165,9 @@ def default_config() -> ml_collections.ConfigDict:
   # ([-1, 1] units; 0.094 = 3 px at 64 px), objective.separation_loss.
   config.loss.separation_weight = 0.0
   config.loss.separation_margin = 0.094
+  # Ours, off in the paper's method: W-weighted squared link lengths (objective.spring_loss),
+  # so that a chain through a middle joint is cheaper than one link skipping it.
+  config.loss.spring_weight = 0.0
   # Ours, off in the paper's method: keypoints of a warped copy of I (rotation within
   # +-equivariance_degrees, scale exp(+-equivariance_log_scale), shift +-equivariance_shift
   # in [-1, 1] units) equal the warped keypoints (objective.equivariance_loss); one more
@@ -491,7 +494,7 @@ def validate(config: ml_collections.ConfigDict, *,
             'loss.keypoint_recon_weight', 'loss.commitment_weight',
             'loss.foreground_weight', 'loss.foreground_anneal_steps',
             'loss.on_foreground_weight',
-            'loss.separation_weight', 'loss.equivariance_weight',
+            'loss.separation_weight', 'loss.spring_weight', 'loss.equivariance_weight',
             'loss.equivariance_degrees', 'loss.equivariance_log_scale',
             'loss.equivariance_shift', allow_zero=True)
   _check(0.0 <= config.loss.equivariance_invert_prob <= 1.0, 'loss.equivariance_invert_prob',

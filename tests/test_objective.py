@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 
 from ppl_jax.losses.objective import (boundary_loss, commitment_loss, keypoint_recon_loss,
-                                      link_loss, ppl_objective, tokens_used)
+                                      link_loss, ppl_objective, spring_loss, tokens_used)
 
 
 def test_boundary_loss_hand_computed():
@@ -98,7 +98,8 @@ def test_ppl_objective_weights_terms():
   l1 = lambda r, t: (jnp.mean(jnp.abs(r - t)), {'l1': jnp.mean(jnp.abs(r - t))})
   cfg = ml_collections.ConfigDict(dict(boundary_weight=2.0, link_weight=0.5,
                                        keypoint_recon_weight=100.0, commitment_weight=3.0,
-                                       separation_weight=4.0, separation_margin=0.8))
+                                       separation_weight=4.0, separation_margin=0.8,
+                                       spring_weight=0.7))
   loss, metrics = ppl_objective(outputs, image, cfg, l1)
   o = {k: np.asarray(v, np.float64) for k, v in outputs.items()}
   kp = o['keypoints']
@@ -112,10 +113,29 @@ def test_ppl_objective_weights_terms():
   l_sep = np.mean([sum(max(0.0, 0.8 - d[f, i, j]) ** 2 for i in range(d.shape[1])
                        for j in range(i + 1, d.shape[1])) for f in range(len(d))])
   assert l_sep > 0
-  expected = l_ir + 2.0 * l_b + 0.5 * l_l + 100.0 * l_kr + 3.0 * l_c + 4.0 * l_sep
+  l_spr = np.mean([sum(o['connectivity'][i, j] * np.sum((kp[f, i] - kp[f, j]) ** 2)
+                       for i in range(n) for j in range(n)) for f in range(b)])
+  expected = (l_ir + 2.0 * l_b + 0.5 * l_l + 100.0 * l_kr + 3.0 * l_c + 4.0 * l_sep
+              + 0.7 * l_spr)
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   for key, value in [('image_loss', l_ir), ('boundary_loss', l_b), ('link_loss', l_l),
                      ('keypoint_recon_loss', l_kr), ('commitment_loss', l_c),
-                     ('separation_loss', l_sep), ('image/l1', l_ir)]:
+                     ('separation_loss', l_sep), ('spring_loss', l_spr),
+                     ('image/l1', l_ir)]:
     np.testing.assert_allclose(metrics[key], value, rtol=1e-5, err_msg=key)
   assert all(v.shape == () and v.dtype == jnp.float32 for v in metrics.values())
+
+
+def test_spring_loss_prefers_a_chain_through_the_middle_joint():
+  # Joints a, b, c on a line at x = 0, 1, 3: one link a-c (length 3) costs 2 * 9 (both
+  # ordered pairs); the chain a-b, b-c costs 2 * (1 + 4).
+  points = jnp.array([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]])
+  long_link = jnp.zeros((3, 3)).at[0, 2].set(1.0).at[2, 0].set(1.0)
+  chain = jnp.zeros((3, 3)).at[0, 1].set(1.0).at[1, 0].set(1.0).at[1, 2].set(1.0).at[2, 1].set(1.0)
+  np.testing.assert_allclose(spring_loss(points, long_link), 18.0, rtol=1e-6)
+  np.testing.assert_allclose(spring_loss(points, chain), 10.0, rtol=1e-6)
+  # Gradient into W is the squared lengths; into the keypoints 2 * sum_j (w_ij + w_ji)(T_i - T_j).
+  g_w = jax.grad(lambda w: spring_loss(points, w))(chain)
+  np.testing.assert_allclose(g_w, [[0, 1, 9], [1, 0, 4], [9, 4, 0]], rtol=1e-6)
+  g_t = jax.grad(lambda t: spring_loss(t, chain))(points)
+  np.testing.assert_allclose(g_t[0, :, 0], [-4.0, 4.0 * (1 - 0) + 4.0 * (1 - 3), 8.0], rtol=1e-6)

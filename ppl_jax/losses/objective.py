@@ -26,6 +26,11 @@ L_on   keypoints on the foreground (ours, weight 0 in the paper's method): mean 
 L_sep  keypoint separation (ours, weight 0 in the paper's method; B-KinD has a similar
        term): sum over pairs i < j of max(0, margin - ||T'_i - T'_j||)^2, batch mean. Two
        keypoints on one part push each other apart, so one is free for an uncovered part.
+L_spr  link springs (ours, weight 0 in the paper's method): sum over ordered pairs (i, j) of
+       w_ij ||T'_i - T'_j||^2, batch mean; gradient into W and T'. A squared length makes a
+       chain of short links cheaper than one long link over the same span ((a + b)^2 >
+       a^2 + b^2), so a straight head-pelvis link over the neck, or shoulder-wrist over a bent
+       elbow, costs more than the same span with a keypoint at the joint between.
 L_eq   equivariance (ours, weight 0 in the paper's method; Thewlis et al. 2017, B-KinD's
        rotation term): mean squared error over B x N x 2 between the keypoints of a randomly
        rotated, scaled and shifted copy of I and the same warp applied to T' (computed in
@@ -108,6 +113,13 @@ def separation_loss(keypoints, margin):
   return jnp.mean(jnp.sum(jnp.where(upper, jnp.maximum(0.0, margin - d) ** 2, 0.0), axis=(1, 2)))
 
 
+def spring_loss(keypoints, connectivity):
+  """L_spr: sum_ij w_ij ||T'_i - T'_j||^2 for T' [B, N, 2] and W [N, N], mean over B."""
+  points = keypoints.astype(jnp.float32)
+  d2 = jnp.sum((points[:, :, None, :] - points[:, None, :, :]) ** 2, axis=-1)
+  return jnp.mean(jnp.sum(connectivity * d2, axis=(1, 2)))
+
+
 def equivariance_loss(keypoints_of_warped, keypoints, matrix, shift):
   """L_eq: MSE between T' of the warped images [B, N, 2] and the warp (A [B, 2, 2],
   t [B, 2]; ops.warp) applied to T' [B, N, 2] of the originals; gradient into both."""
@@ -173,6 +185,11 @@ def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
     loss = loss + loss_config.separation_weight * l_sep
     metrics['loss'] = loss
     metrics['separation_loss'] = l_sep
+  if loss_config.spring_weight:
+    l_spr = spring_loss(outputs['keypoints'], outputs['connectivity'])
+    loss = loss + loss_config.spring_weight * l_spr
+    metrics['loss'] = loss
+    metrics['spring_loss'] = l_spr
   if foreground is not None:
     l_fg = foreground_loss(outputs['keypoints'], foreground)
     loss = loss + foreground_weight * l_fg
