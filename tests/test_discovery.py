@@ -104,6 +104,7 @@ def test_foreground_loss_gradient_pulls_each_keypoint_to_its_pixels_mean():
   np.testing.assert_array_equal(grad[0, 1], 0.0)
 
 
+@pytest.mark.slow
 def test_objective_adds_the_weighted_foreground_term():
   config = tiny_config()
   model = build_model(config)
@@ -142,6 +143,7 @@ def test_on_foreground_loss_against_numpy_and_its_gradient():
   np.testing.assert_allclose(grad[0, 1], 2 * (keypoints[0, 1] - nearest) / 12, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_objective_adds_the_on_foreground_term_and_the_pipeline_its_masks():
   config = tiny_config()
   config.loss.foreground_weight = 0.0   # the on-foreground term alone

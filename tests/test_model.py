@@ -231,6 +231,7 @@ def test_wide_link_map_is_the_max_of_two_renderings_with_their_own_weights():
   assert set(plain['params']['connectivity']) == {'logits'}
 
 
+@pytest.mark.slow
 def test_bfloat16_and_remat_decoder_against_float32():
   config = tiny_config(32, 'masked_self', 'random', 'random', dtype='bfloat16',
                        remat_decoder=True)

@@ -59,6 +59,7 @@ _SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one():
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))

@@ -86,6 +86,7 @@ def test_stored_without_outputs(name):
   assert 'colab.research.google.com/github/' in notebook.cells[0].source
 
 
+@pytest.mark.slow
 def test_quickstart(tmp_path):
   notebook = _execute('quickstart', tmp_path)
   workdir = tmp_path / 'workdir'
@@ -101,6 +102,7 @@ def test_quickstart(tmp_path):
   assert (workdir / 'eval' / 'report.json').is_file()   # the full evaluation report
 
 
+@pytest.mark.slow
 def test_your_videos(tmp_path):
   videos = _shared_dir() / 'data' / 'mirror-mouse' / 'videos'
   if not (videos / 'test_vid.mp4').is_file():

@@ -58,6 +58,7 @@ def tiny_setup():
   return config, train.create_train_setup(config, sharding.make_mesh())
 
 
+@pytest.mark.slow
 def test_state_layout_and_determinism(tiny_setup):
   config, setup = tiny_setup
   initial = jax.device_get(setup.init())
@@ -108,6 +109,7 @@ class _StopAt:
     return self.calls > self.step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('noticed', ['at the log step', 'by a SIGTERM at step 7'])
 def test_nonfinite_step_halts_and_saves_the_last_finite_state(tiny_setup, tmp_path, noticed):
   """A NaN batch at step 5 of a run that syncs only every 10 steps (or gets SIGTERM at step
@@ -210,6 +212,7 @@ def _wait_for(predicate, process, timeout=300):
     time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_main_end_to_end_prints_evaluation(tmp_path, jit_cache):
   result = subprocess.run(_command(tmp_path / 'run'), cwd=REPO, env=_env(jit_cache),
                           capture_output=True, text=True, timeout=600)
@@ -250,6 +253,7 @@ def test_main_end_to_end_prints_evaluation(tmp_path, jit_cache):
   assert _checkpoint_steps(tmp_path / 'run') == [2, 3]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reproduce_uninterrupted_run(tmp_path, jit_cache):
   """SIGKILL, resume, SIGTERM (checkpoint at the last step), resume to the end."""
   steps = 40

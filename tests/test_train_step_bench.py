@@ -54,6 +54,7 @@ def tiny_setup(bench):
   return config, train.create_train_setup(config, sharding.make_mesh())
 
 
+@pytest.mark.slow
 def test_roofline_helpers_on_a_tiny_step(bench, tiny_setup):
   config, setup = tiny_setup
   args = _abstract_inputs(setup, 4, 32)
@@ -163,6 +164,7 @@ def _random_variables(init_fn, seed=0):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
+@pytest.mark.slow
 def test_remat_settings_same_loss_and_gradients_less_memory(bench):
   config = bench.build_config('synthetic', 2, 32, tiny=True, perceptual='vgg16',
                               random_vgg=True)

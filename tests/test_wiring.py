@@ -109,6 +109,7 @@ def step_setup():
   return config, setup, sharding.shard_batch(batch, setup.mesh)
 
 
+@pytest.mark.slow
 def test_train_step_is_one_adam_step_on_the_objective_gradient(step_setup):
   config, setup, batch = step_setup
   state = jax.device_get(setup.init())
@@ -147,6 +148,7 @@ def test_train_step_is_one_adam_step_on_the_objective_gradient(step_setup):
   assert checked > 1000
 
 
+@pytest.mark.slow
 def test_steps_on_a_fixed_batch_lower_the_loss(step_setup):
   _, setup, batch = step_setup
   state = setup.init()
@@ -157,6 +159,7 @@ def test_steps_on_a_fixed_batch_lower_the_loss(step_setup):
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.slow
 def test_equivariance_term_enters_the_loss(step_setup):
   config, base_setup, batch = step_setup
   state = base_setup.init()
