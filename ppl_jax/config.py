@@ -110,6 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.mask_sampling = 'bernoulli'  # each block independently (release) | 'exact' count
   config.model.encoder_channels = (64, 128, 256, 512)
   config.model.encoder_out_channels = 128
+  config.model.heatmap_stride = 4     # keypoint heatmaps at 1/stride of the image (release: 4)
   config.model.decoder_channels = (64, 128, 256, 512, 512)
   config.model.embed_dim = 128        # prior-point embedding / affine-head width
   config.model.point_embed_dim = 256  # pooled per-keypoint feature width
@@ -476,6 +477,11 @@ def validate(config: ml_collections.ConfigDict, *,
     _check(len(channels) > 0 and all(
         isinstance(c, int) and c > 0 for c in channels), path, channels,
            'must be a non-empty tuple of positive ints')
+  stride, levels = config.model.heatmap_stride, len(config.model.encoder_channels)
+  _check(isinstance(stride, int) and stride >= 2 and not stride & (stride - 1)
+         and stride < 2 ** levels, 'model.heatmap_stride', stride,
+         f'must be a power of 2 from 2 to {2 ** (levels - 1)} (the encoder has {levels} '
+         'levels, model.encoder_channels)')
   _choice(config, 'model.keypoint_prior', KEYPOINT_PRIORS)
   _choice(config, 'model.connectivity_prior', CONNECTIVITY_PRIORS)
   _choice(config, 'model.dtype', DTYPES)

@@ -314,12 +314,14 @@ def test_pooled_coordinates_are_the_soft_argmax_on_the_half_pixel_grid():
   np.testing.assert_allclose(grid, expected, atol=1e-6)
 
 
-def test_soft_argmax_anchor_starts_keypoints_at_the_heatmap_soft_argmax():
+@pytest.mark.parametrize('stride', [4, 2])
+def test_soft_argmax_anchor_starts_keypoints_at_the_heatmap_soft_argmax(stride):
   # affine_anchor='soft_argmax': the untrained head (zero last kernel) gives
-  # T'_i = c_i, the softmax-weighted mean of the 1/4-resolution pixel centres of
+  # T'_i = c_i, the softmax-weighted mean of the 1/stride-resolution pixel centres of
   # heatmap i, whatever the prior T; re-derived here in float64 numpy from the
   # captured heatmap logits.
-  config = tiny_config(affine_anchor='soft_argmax', keypoint_prior='random')
+  config = tiny_config(affine_anchor='soft_argmax', keypoint_prior='random',
+                       heatmap_stride=stride)
   model, variables, image, _ = init(config)
   (keypoints, prior), state = model.apply(variables, image, train=False,
                                           method=model.estimate,
@@ -327,6 +329,7 @@ def test_soft_argmax_anchor_starts_keypoints_at_the_heatmap_soft_argmax():
   logits = np.asarray(state['intermediates']['encoder']['heatmap']['__call__'][0],
                       np.float64)                                  # [B, h, w, N]
   b, h, w, n = logits.shape
+  assert (h, w) == (SIZE // stride, SIZE // stride)
   flat = logits.reshape(b, h * w, n)
   weights = np.exp(flat - flat.max(1, keepdims=True))
   weights /= weights.sum(1, keepdims=True)

@@ -2,8 +2,9 @@
 
 Trunk (AutoLink-style): residual blocks with BatchNorm and LeakyReLU(0.2), each followed by a
 2x average-pool, through `channels` (release 64-128-256-512, down to 1/16), then bilinear 2x
-up-sampling residual blocks back to 1/4 resolution with `out_channels` features.
-Head: N softmax heatmaps over the 1/4 feature map pool one feature vector per keypoint; it is
+up-sampling residual blocks back to 1/`stride` resolution (release: 1/4) with `out_channels`
+features.
+Head: N softmax heatmaps over that feature map pool one feature vector per keypoint; it is
 concatenated with an MLP embedding of the prior point T_i and mapped by
 Linear(embed_dim) -> LeakyReLU -> Linear(6) to Theta_i (2 x 3). The last Linear has a zero
 kernel and the identity bias, so an untrained encoder returns T' == T exactly.
@@ -54,7 +55,8 @@ class ResBlock(nn.Module):
 
 
 class EncoderTrunk(nn.Module):
-  """[B, H, W, 3] -> [B, H/4, W/4, out_channels] (len(channels) >= 3 down-sampling levels).
+  """[B, H, W, 3] -> [B, H/stride, W/stride, out_channels] (stride a power of 2, 2 to
+  2^(len(channels) - 1); len(channels) >= 3 down-sampling levels).
 
   `remat=True` recomputes each residual block in the backward pass, keeping only block inputs.
   """
@@ -62,12 +64,18 @@ class EncoderTrunk(nn.Module):
   out_channels: int = 128
   dtype: jnp.dtype = jnp.float32
   remat: bool = False
+  stride: int = 4
 
   @nn.compact
   def __call__(self, image, train):
     if len(self.channels) < 3:
       raise ValueError(f'EncoderTrunk: config.model.encoder_channels={tuple(self.channels)} needs '
                        'at least 3 levels (the trunk goes down to 1/2^len and back up to 1/4).')
+    ups = len(self.channels) - (self.stride.bit_length() - 1)
+    if self.stride & (self.stride - 1) or not 1 <= ups < len(self.channels):
+      raise ValueError(f'EncoderTrunk: config.model.heatmap_stride={self.stride} must be a power '
+                       f'of 2 from 2 to {2 ** (len(self.channels) - 1)} (with '
+                       f'{len(self.channels)} levels of config.model.encoder_channels).')
     factor = 2 ** len(self.channels)
     if image.shape[1] % factor or image.shape[2] % factor:
       raise ValueError(f'EncoderTrunk: image size {image.shape[1:3]} must be divisible by '
@@ -78,7 +86,7 @@ class EncoderTrunk(nn.Module):
     for i, c in enumerate(self.channels):
       x = block(c, self.dtype, name=f'down_{i}')(x, train)
       x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-    up_channels = list(reversed(self.channels[:-1]))[:len(self.channels) - 2]
+    up_channels = list(reversed(self.channels[:-1]))[:ups]
     up_channels[-1] = self.out_channels
     for i, c in enumerate(up_channels):
       x = block(c, self.dtype, name=f'up_{i}')(upsample2x(x), train)
@@ -108,6 +116,7 @@ class KeypointEncoder(nn.Module):
   affine_init_std: float = 0.0
   affine_anchor: str = 'identity'
   remat: bool = False
+  heatmap_stride: int = 4
 
   @nn.compact
   def __call__(self, image, prior, train):
@@ -115,7 +124,7 @@ class KeypointEncoder(nn.Module):
       raise ValueError(f'KeypointEncoder: prior has shape {prior.shape}, expected '
                        f'({self.num_parts}, 2) (config.model.num_parts).')
     features = EncoderTrunk(self.channels, self.out_channels, self.dtype, self.remat,
-                            name='trunk')(image, train)
+                            self.heatmap_stride, name='trunk')(image, train)
     logits = nn.Conv(self.num_parts, (1, 1), dtype=self.dtype, name='heatmap')(features)
     b, h, w, _ = features.shape
     weights = jax.nn.softmax(logits.astype(jnp.float32).reshape(b, h * w, self.num_parts), axis=1)

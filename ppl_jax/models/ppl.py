@@ -49,6 +49,7 @@ class PPL(nn.Module):
   context: str = 'reference_frame'
   encoder_channels: Sequence[int] = (64, 128, 256, 512)
   encoder_out_channels: int = 128
+  heatmap_stride: int = 4
   decoder_channels: Sequence[int] = (64, 128, 256, 512, 512)
   embed_dim: int = 128
   point_embed_dim: int = 256
@@ -83,7 +84,7 @@ class PPL(nn.Module):
     self.encoder = KeypointEncoder(
         self.num_parts, tuple(self.encoder_channels), self.encoder_out_channels, self.embed_dim,
         self.point_embed_dim, dtype, self.pool_coordinates, self.affine_init_std,
-        self.affine_anchor, self.remat_encoder)
+        self.affine_anchor, self.remat_encoder, self.heatmap_stride)
     self.decoder = UNetDecoder(tuple(self.decoder_channels), dtype, self.remat_decoder)
     self.mix_enc = MixerEncoder(self.memory_banks, self.memory_dim, self.mixer_enc_blocks)
     self.memory = HierarchicalMemory(self.memory_banks, self.memory_tokens, self.memory_dim,
@@ -194,6 +195,7 @@ def build_model(config: ml_collections.ConfigDict) -> PPL:
       context=m.context,
       encoder_channels=tuple(m.encoder_channels),
       encoder_out_channels=m.encoder_out_channels,
+      heatmap_stride=m.heatmap_stride,
       decoder_channels=tuple(m.decoder_channels),
       embed_dim=m.embed_dim,
       point_embed_dim=m.point_embed_dim,
