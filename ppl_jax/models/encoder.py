@@ -70,7 +70,8 @@ class EncoderTrunk(nn.Module):
   def __call__(self, image, train):
     if len(self.channels) < 3:
       raise ValueError(f'EncoderTrunk: config.model.encoder_channels={tuple(self.channels)} needs '
-                       'at least 3 levels (the trunk goes down to 1/2^len and back up to 1/heatmap_stride).')
+                       'at least 3 levels (the trunk goes down to 1/2^len and back up to '
+                       '1/heatmap_stride).')
     ups = len(self.channels) - (self.stride.bit_length() - 1)
     if self.stride & (self.stride - 1) or not 1 <= ups < len(self.channels):
       raise ValueError(f'EncoderTrunk: config.model.heatmap_stride={self.stride} must be a power '
