@@ -99,16 +99,15 @@ def heatmap_precision(logits, predicted, truth, keypoint_of_joint, side):
   return rows
 
 
-def _heatmap_logits(restored, split, config):
+def _heatmap_logits(restored, source):
   """(logits [F, h, w, N], keypoints [F, N, 2]) of the encoder on the labelled frames."""
   import jax  # pylint: disable=g-import-not-at-top
-  from ppl_jax import inference, input_pipeline  # pylint: disable=g-import-not-at-top
+  from ppl_jax import inference  # pylint: disable=g-import-not-at-top
   model = restored.model
   estimate = jax.jit(lambda variables, image: model.apply(
       variables, image, train=False, method=model.estimate, capture_intermediates=True))
   logits, keypoints = [], []
-  source = input_pipeline.build_source(config.data, split)
-  for batch in inference.eval_batches(config, source):
+  for batch in inference.eval_batches(restored.config, source):
     valid = np.asarray(batch['valid'], bool)
     (points, _), state = estimate(restored.variables, batch['image'])
     logits.append(np.asarray(state['intermediates']['encoder']['heatmap']['__call__'][0])[valid])
@@ -131,14 +130,15 @@ def main(argv):
   for workdir in FLAGS.workdirs:
     config = workdir_lib.load_config(workdir)
     restored = inference.restore(config, workdir)
-    test = inference.predict_split(restored, 'test')
-    skeleton = input_pipeline.build_source(config.data, 'test').skeleton
+    source = input_pipeline.build_source(config.data, 'test')
+    test = inference.predict_split(restored, 'test', source=source)
+    skeleton = source.skeleton
     side = config.data.image_size
     names = ({'humanoid': synthetic.HUMANOID_JOINTS,
               'quadruped': synthetic.QUADRUPED_JOINTS}[config.data.synthetic.kind] if config.data.name == 'synthetic'
              else [str(j) for j in range(test.keypoints.shape[1])])
     rows = joint_offsets(test.predicted, test.keypoints, test.video, side, skeleton)
-    logits, keypoints = _heatmap_logits(restored, 'test', config)
+    logits, keypoints = _heatmap_logits(restored, source)
     np.testing.assert_allclose(keypoints, test.predicted, atol=1e-4)   # the same frames
     for row, extra in zip(rows, heatmap_precision(logits, keypoints, test.keypoints,
                                                   [r['keypoint'] for r in rows], side)):
