@@ -132,6 +132,19 @@ def build_config(model: str, batch: int, size: int, *, num_parts: int = 0,
   return config
 
 
+def abstract_step_args(setup, mesh, batch: int, size: int):
+  """(state, batch, VGG params) of `setup.train_step` as shapes with the step's shardings."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ppl_jax import sharding  # pylint: disable=g-import-not-at-top
+  abstract_batch = {k: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32,
+                                            sharding=sharding.batch_sharding(mesh))
+                    for k in ('image', 'reference')}
+  abstract_vgg = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), setup.vgg_params)
+  return setup.abstract_state, abstract_batch, abstract_vgg
+
+
 def cost_summary(compiled) -> dict:
   """{'flops', 'bytes_accessed'} of a compiled program from XLA's cost analysis.
 
@@ -383,7 +396,6 @@ def _warn_random_vgg(perceptual: str) -> None:
 def _child(batch: int, size: int, dtype: str, remat: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks.link_heatmap import median_seconds  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from ppl_jax import provenance, sharding, train  # pylint: disable=g-import-not-at-top
 
@@ -417,17 +429,12 @@ def _child(batch: int, size: int, dtype: str, remat: str) -> dict:
 
   mesh = sharding.make_mesh()
   setup = train.create_train_setup(config, mesh, random_vgg=random_vgg)
-  abstract_batch = {k: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32,
-                                            sharding=sharding.batch_sharding(mesh))
-                    for k in ('image', 'reference')}
-  abstract_vgg = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), setup.vgg_params)
-  record['jaxpr_peak_bytes'] = jaxpr_peak_bytes(setup.train_step, setup.abstract_state,
-                                                abstract_batch, abstract_vgg)
+  abstract_args = abstract_step_args(setup, mesh, batch, size)
+  record['jaxpr_peak_bytes'] = jaxpr_peak_bytes(setup.train_step, *abstract_args)
   if FLAGS.mode == 'trace':
     return record
   start = time.perf_counter()
-  step = setup.train_step.lower(setup.abstract_state, abstract_batch, abstract_vgg).compile()
+  step = setup.train_step.lower(*abstract_args).compile()
   record['compile_s'] = time.perf_counter() - start
   record.update(cost_summary(step))
   record.update(memory_summary(step))

@@ -118,14 +118,17 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
       outputs, updates = model.apply(
           model_variables(state, params), batch['image'], batch['reference'], train=True,
           mutable=mutable, rngs={'dropout': step_rng})
-      loss, metrics = ppl_objective(
-          outputs, batch['image'], loss_config, functools.partial(image_loss_fn, vgg_params),
-          foreground=batch.get('foreground'),
-          foreground_weight=foreground_weight(loss_config, state['step']))
+      # Named scopes label the step's kernels in profiles (benchmarks/step_profile.py).
+      with jax.named_scope('objective'):
+        loss, metrics = ppl_objective(
+            outputs, batch['image'], loss_config, functools.partial(image_loss_fn, vgg_params),
+            foreground=batch.get('foreground'),
+            foreground_weight=foreground_weight(loss_config, state['step']))
       if loss_config.equivariance_weight:
-        l_eq = equivariance_term(model_variables(state, params), batch['image'],
-                                 outputs['keypoints'],
-                                 jax.random.fold_in(step_rng, 1))
+        with jax.named_scope('equivariance'):
+          l_eq = equivariance_term(model_variables(state, params), batch['image'],
+                                   outputs['keypoints'],
+                                   jax.random.fold_in(step_rng, 1))
         loss = loss + loss_config.equivariance_weight * l_eq
         metrics.update(loss=loss, equivariance_loss=l_eq)
       return loss, (metrics, updates)
@@ -136,8 +139,9 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
 
   def train_step(state, batch, vgg_params):
     metrics, updates, grads = loss_and_grads(state, batch, vgg_params)
-    param_updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = jax.tree_util.tree_map(jnp.add, state['params'], param_updates)
+    with jax.named_scope('optimizer'):
+      param_updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+      params = jax.tree_util.tree_map(jnp.add, state['params'], param_updates)
     metrics['grad_norm'] = _global_norm(grads)
     metrics['param_norm'] = _global_norm(params)
     new_state = dict(state, params=params, opt_state=opt_state,
@@ -146,13 +150,14 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     # A non-finite loss or gradient halts the run on the device, with no host sync per step:
     # the state stays that of the last finite step and its step becomes -(the failed step);
     # the host reads it when it next logs or saves (`_halted_at`).
-    halted = state['step'] < 0
-    finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
-    keep = halted | ~finite
-    new_state = jax.tree_util.tree_map(lambda old, new: jnp.where(keep, old, new),
-                                       state, new_state)
-    new_state['step'] = jnp.where(halted, state['step'],
-                                  jnp.where(finite, state['step'] + 1, -(state['step'] + 1)))
+    with jax.named_scope('halt_check'):
+      halted = state['step'] < 0
+      finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+      keep = halted | ~finite
+      new_state = jax.tree_util.tree_map(lambda old, new: jnp.where(keep, old, new),
+                                         state, new_state)
+      new_state['step'] = jnp.where(halted, state['step'],
+                                    jnp.where(finite, state['step'] + 1, -(state['step'] + 1)))
     return new_state, metrics
 
   def summary_step(state, batch):

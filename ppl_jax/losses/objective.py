@@ -164,7 +164,8 @@ def ppl_objective(outputs: Mapping[str, jax.Array], image: jax.Array,
     'foreground_loss' with a mask), and the image
     loss's own metrics under 'image/<name>'.
   """
-  l_ir, image_metrics = image_loss(outputs['recon'], image)
+  with jax.named_scope('image_loss'):
+    l_ir, image_metrics = image_loss(outputs['recon'], image)
   l_b = boundary_loss(outputs['keypoints'])
   l_l = link_loss(outputs['prior'], outputs['keypoints'], outputs['connectivity'])
   l_kr = keypoint_recon_loss(outputs['keypoints_recon'], outputs['keypoints'])

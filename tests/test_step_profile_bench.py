@@ -1,0 +1,92 @@
+"""benchmarks/step_profile.py: HLO parsing, convolution FLOPs and the per-component summary."""
+
+import importlib.util
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def profile():
+  spec = importlib.util.spec_from_file_location(
+      'step_profile_bench', os.path.join(REPO, 'benchmarks', 'step_profile.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _conv(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def test_component_of_reads_module_path_pass_and_direction(profile):
+  c = profile.component_of
+  assert c('jit(train_step)/jvp(PPL)/PPL.render_and_decode/decoder/up_1/conv0/'
+           'conv_general_dilated') == 'decoder fwd'
+  assert c('jit(train_step)/transpose(jvp(PPL))/PPL._estimate/encoder/trunk/down_0/bn1/sub') \
+      == 'encoder bwd'
+  assert c('jit(train_step)/transpose(jvp(equivariance))/jvp(PPL.estimate)/PPL._estimate/'
+           'encoder/trunk/conv1') == 'encoder bwd, equivariance pass'
+  assert c('jit(train_step)/jvp(PPL)/PPL.render_and_decode/jit(_forward)/max') == \
+      'link heatmap fwd'
+  assert c('jit(train_step)/jvp(objective)/image_loss/ssim/dot_general') == 'image loss fwd'
+  assert c('jit(train_step)/optimizer/add') == 'optimizer'
+  assert c('jit(train_step)/halt_check/jit(_where)/select_n') == 'halt check'
+  assert c('') == 'other'
+
+
+def test_convolution_flops_of_forward_and_both_gradients(profile):
+  b, h, w, cin, cout = 2, 8, 6, 3, 5
+  x = jnp.ones((b, h, w, cin))
+  k = jnp.ones((3, 3, cin, cout))
+  one_conv = 2 * b * h * w * cout * 9 * cin      # closed form: MACs x 2
+  loss = lambda x, k: jnp.sum(_conv(x, k) ** 2)
+  for fn, convs in ((_conv, 1), (jax.grad(loss, argnums=(0, 1)), 3)):
+    kernels = profile.Kernels(jax.jit(fn).lower(x, k).compile().as_text())
+    total = sum(profile.conv_flops(i, kernels.instructions)
+                for i in kernels.instructions.values())
+    assert total == convs * one_conv
+
+
+def test_summary_attributes_kernels_to_named_scopes(profile):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(8, 64, 64, 32)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 32, 32)), jnp.float32)
+
+  def step(x, k):
+    with jax.named_scope('decoder'):
+      y = _conv(x, k)
+    with jax.named_scope('optimizer'):
+      return jnp.tanh(y) * 2.0 + 1.0
+
+  compiled = jax.jit(step).lower(x, k).compile()
+  kernels = profile.Kernels(compiled.as_text())
+  jax.block_until_ready(compiled(x, k))
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+    walls = []
+    for _ in range(2):
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(x, k))
+      walls.append(time.perf_counter() - start)
+    jax.profiler.stop_trace()
+    events = profile.trace_events(trace_dir)
+  summary = profile.summarise(kernels, events, steps=2)
+  decoder = summary['components']['decoder fwd']
+  assert decoder['conv_flops'] == 2 * 8 * 64 * 64 * 32 * 9 * 32
+  assert decoder['conv_s'] > 0 and decoder['s'] >= decoder['conv_s']
+  assert summary['components']['optimizer']['s'] > 0
+  assert summary['kinds']['convolution']['s'] == pytest.approx(decoder['conv_s'])
+  assert sum(c['s'] for c in summary['components'].values()) == \
+      pytest.approx(summary['kernel_sum_s'])
+  # Per step: the dependent kernels run one after the other inside each call, and fill most
+  # of it (a ~0.6 GFLOP convolution).
+  assert 0.3 * min(walls) <= summary['kernel_sum_s'] and 2 * summary['kernel_sum_s'] <= sum(walls)
