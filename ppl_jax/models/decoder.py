@@ -17,7 +17,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ppl_jax.models.encoder import leaky_relu, upsample2x
+from ppl_jax import ops
+from ppl_jax.models.encoder import leaky_relu
 
 
 def max_pool2x(x):
@@ -43,7 +44,7 @@ class DoubleConv(nn.Module):
   @nn.compact
   def __call__(self, x, train, skip=None):
     if skip is not None:
-      x = jnp.concatenate([upsample2x(x), skip], axis=-1)
+      x = jnp.concatenate([ops.upsample2x(x), skip], axis=-1)
     for i in range(2):
       x = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{i}')(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,

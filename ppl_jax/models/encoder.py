@@ -29,12 +29,6 @@ def leaky_relu(x):
   return nn.leaky_relu(x, negative_slope=0.2)
 
 
-def upsample2x(x):
-  """Bilinear 2x up-sampling of NHWC features (half-pixel centres, like jax.image.resize)."""
-  b, h, w, c = x.shape
-  return jax.image.resize(x, (b, 2 * h, 2 * w, c), method='bilinear')
-
-
 class ResBlock(nn.Module):
   """conv3x3-BN-LReLU-conv3x3-BN plus a (1x1 conv-BN when widths differ) shortcut, then LReLU."""
   features: int
@@ -90,7 +84,7 @@ class EncoderTrunk(nn.Module):
     up_channels = list(reversed(self.channels[:-1]))[:ups]
     up_channels[-1] = self.out_channels
     for i, c in enumerate(up_channels):
-      x = block(c, self.dtype, name=f'up_{i}')(upsample2x(x), train)
+      x = block(c, self.dtype, name=f'up_{i}')(ops.upsample2x(x), train)
     return x
 
 
