@@ -5,12 +5,13 @@ r"""Where the train step's time goes: every XLA kernel of one compiled step, by 
       --size=128 --steps=2 --json=benchmarks/results/step_profile_full.json
 
 Compiles the jitted train step of `ppl_jax.train.create_train_setup` (the config and the flags
-are `train_step.py`'s, one --batch and one --size), runs --warmup steps, then --steps steps under `jax.profiler` and reads the
-trace back: each kernel event is one instruction of the compiled HLO, whose `op_name` metadata
+are `train_step.py`'s, one --batch and one --size), runs --warmup steps, then --steps steps
+under `jax.profiler` and reads the trace back: each kernel event is one instruction of the compiled HLO, whose `op_name` metadata
 carries the Flax module path, the forward (`jvp`) or backward (`transpose`) pass and the named
 scopes of `train.py` (equivariance, objective, image_loss, optimizer, halt_check). Kernels are
-grouped by component and direction, and by kind (convolution, dot, layout copy/transpose,
-elementwise/reduction, loops). A convolution's FLOPs are computed from its HLO shapes
+grouped by component and direction, by kind (convolution, dot, layout copy/transpose,
+elementwise/reduction/other; a loop's kernels count on their own, not the loop) and by
+operation (the op_name's last two segments). A convolution's FLOPs are computed from its HLO shapes
 (2 x output elements x window x input features per group), so the table gives each component's
 convolution rate beside the f32 matmul peak measured in the same process.
 
@@ -46,6 +47,7 @@ def _define_flags():
   when run as a script only, so that tests can import the helpers below."""
   from benchmarks import train_step  # pylint: disable=g-import-not-at-top,unused-import
   flags.DEFINE_integer('top', 12, 'Also list the slowest kernels and operations.')
+
 
 # (component, substrings of op_name, first match wins). Checked after the pass and direction.
 _COMPONENTS = (
