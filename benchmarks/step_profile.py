@@ -6,9 +6,11 @@ r"""Where the train step's time goes: every XLA kernel of one compiled step, by 
 
 Compiles the jitted train step of `ppl_jax.train.create_train_setup` (the config and the flags
 are `train_step.py`'s, one --batch and one --size), runs --warmup steps, then --steps steps
-under `jax.profiler` and reads the trace back: each kernel event is one instruction of the compiled HLO, whose `op_name` metadata
-carries the Flax module path, the forward (`jvp`) or backward (`transpose`) pass and the named
-scopes of `train.py` (equivariance, objective, image_loss, optimizer, halt_check). Kernels are
+under `jax.profiler` and reads the trace back: each kernel event is one instruction of the
+compiled HLO, whose `op_name` metadata carries the Flax module path, the forward (`jvp`) or
+backward (`transpose`) pass and the named scopes of `train.py` (equivariance, warp, objective,
+image_loss, optimizer, halt_check; XLA may fuse the halt check's selects with the optimizer's
+update, which then counts as 'halt check'). Kernels are
 grouped by component and direction, by kind (convolution, dot, layout copy/transpose,
 elementwise/reduction/other; a loop's kernels count on their own, not the loop) and by
 operation (the op_name's last two segments). A convolution's FLOPs are computed from its HLO shapes
@@ -59,7 +61,7 @@ _COMPONENTS = (
     ('memory + mixers', ('/mix_enc/', '/mix_dec/', '/memory/')),
     ('prior', ('PPL.prior',)),
     ('encoder', ('/encoder/',)),
-    ('warp', ('map_coordinates', 'warp_images', 'invert_some')),
+    ('warp', ('/warp/',)),
     ('objective (other terms)', ('objective',)),
     ('random numbers', ('threefry', '_uniform', 'random_')),
 )
@@ -67,7 +69,9 @@ _LOOPS = ('while', 'conditional', 'call')   # their bodies' kernels are traced o
 
 
 def component_of(op_name: str) -> str:
-  """'<component> <fwd|bwd>[, equivariance pass]' for an HLO op_name."""
+  """'<component> <fwd|bwd>[, equivariance pass]' for an HLO op_name (of a fusion whose
+  instructions XLA merged, 'a;b': the first)."""
+  op_name = op_name.split(';')[0]
   for name, keys in _COMPONENTS:
     if any(k in op_name for k in keys):
       break
@@ -86,16 +90,18 @@ def component_of(op_name: str) -> str:
 def operation_of(op_name: str) -> str:
   """The op_name's last two path segments with layer numbers dropped (e.g. 'bnN/mul',
   'jit(resize)/dot_general'), naming what a kernel computes across layers."""
-  tail = '/'.join(op_name.split('/')[-2:]) if op_name else '(no metadata)'
-  return re.sub(r'(?<=[a-z_])\d+', 'N', tail)
+  tail = '/'.join(op_name.split(';')[0].split('/')[-2:]) if op_name else '(no metadata)'
+  return re.sub(r'(?<=_)\d+|(?<=^bn)\d+|(?<=/bn)\d+|(?<=conv)\d+', 'N', tail)
 
 
-_INSTR = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+?)\s+([\w\-]+)\((.*)$')
+# `name = shape opcode(operands), attributes`; a tuple shape is parenthesised and has spaces.
+_INSTR = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|\S+?)\s+'
+                    r'([\w\-]+)\((.*)$')
 _SHAPE = re.compile(r'^[a-z0-9]+\[([\d,]*)\]')
 
 
 def parse_hlo(text: str) -> dict:
-  """{instruction name: {op, shape, operands, calls, op_name, window, dim_labels, groups}}."""
+  """{instruction name: {op, dims, operands, calls, op_name, window, dim_labels}}."""
   instructions = {}
   for line in text.splitlines():
     m = _INSTR.match(line)
@@ -107,7 +113,6 @@ def parse_hlo(text: str) -> dict:
     calls = re.search(r'calls=%?([\w.\-]+)', rest)
     window = re.search(r'window=\{size=([\dx]+)', rest)
     labels = re.search(r'dim_labels=(\w+)_(\w+)->(\w+)', rest)
-    groups = re.search(r'feature_group_count=(\d+)', rest)
     dims = _SHAPE.match(shape)
     instructions[name] = {
         'op': opcode,
@@ -117,7 +122,6 @@ def parse_hlo(text: str) -> dict:
         'op_name': op_name.group(1) if op_name else '',
         'window': [int(w) for w in window.group(1).split('x')] if window else [],
         'dim_labels': labels.groups() if labels else None,
-        'groups': int(groups.group(1)) if groups else 1,
     }
   return instructions
 
@@ -167,8 +171,8 @@ class Kernels:
             if m in self.instructions]
 
   def op_name(self, name: str, depth: int = 3) -> str:
-    """The instruction's op_name, else its fused body's, else its operands' (XLA drops the
-    metadata of some fusions, e.g. a weight gradient's convolution)."""
+    """The instruction's op_name, else its fused body's, else its operands' but the step's
+    arguments (XLA drops the metadata of some fusions, e.g. a weight gradient's convolution)."""
     instr = self.instructions[name]
     if instr['op_name']:
       return instr['op_name']
@@ -177,7 +181,7 @@ class Kernels:
         return inner['op_name']
     if depth:
       for operand in instr['operands']:
-        if operand in self.instructions:
+        if operand in self.instructions and self.instructions[operand]['op'] != 'parameter':
           found = self.op_name(operand, depth - 1)
           if found:
             return found
@@ -222,7 +226,7 @@ def summarise(kernels: Kernels, events, steps: int, top: int = 12) -> dict:
   labels = {}
   for name, seconds in events:
     if name not in kernels.instructions or kernels.instructions[name]['op'] in _LOOPS:
-      continue
+      continue   # the runtime's own events, and loops (their bodies' kernels are events)
     seconds /= steps
     label = labels.setdefault(name, component_of(kernels.op_name(name)))
     kind = kernels.kind(name)
@@ -234,11 +238,15 @@ def summarise(kernels: Kernels, events, steps: int, top: int = 12) -> dict:
     by_kind[kind] += seconds
     by_kernel[name] += seconds
     by_operation[operation_of(kernels.op_name(name))] += seconds
-  # FLOPs once per kernel that ran (a kernel runs once per step).
+  # FLOPs once per kernel that ran: a kernel runs once per step unless it sits in a loop body
+  # (no convolution does in these models).
   for name in by_kernel:
     if kernels.kind(name) == 'convolution':
       by_component[labels[name]]['conv_flops'] += kernels.flops(name)
   total = sum(by_kind.values())
+  if not total:
+    raise ValueError('No trace event names an instruction of the compiled step: the profiler '
+                     'trace or the HLO text is not what this script expects.')
   return {
       'kernel_sum_s': total,
       'components': {k: dict(v, fraction=v['s'] / total) for k, v in sorted(
@@ -301,9 +309,10 @@ def main(argv):
             'provenance': provenance.current()}
   record.update(summarise(kernels, events, FLAGS.steps, FLAGS.top))
 
-  print(f'model={FLAGS.model} B={b} {s} px N={config.model.num_parts}: step {record["step_s"]:.3f} s '
-        f'(profiled), kernels {record["kernel_sum_s"]:.3f} s, step {record["flops"] / 1e9:.1f} '
-        f'GFLOP, f32 matmul peak {peak / 1e9:.0f} GFLOP/s, load {record["load_average_1min"]}')
+  print(f'model={FLAGS.model} B={b} {s} px N={config.model.num_parts}: '
+        f'step {record["step_s"]:.3f} s (profiled), kernels {record["kernel_sum_s"]:.3f} s, '
+        f'step {record["flops"] / 1e9:.1f} GFLOP, f32 matmul peak {peak / 1e9:.0f} GFLOP/s, '
+        f'load {record["load_average_1min"]}')
   print(f'{"component":44s} {"ms":>7s} {"share":>6s} {"conv ms":>8s} {"conv GFLOP":>10s} '
         f'{"conv GFLOP/s":>12s}')
   for name, row in record['components'].items():

@@ -29,11 +29,13 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """train_step.py's --batch (one value; the synthetic default's 16), --steps (timed steps of
-  each program, alternating) and --json, and --repeats."""
+  each program, alternating) and --json, and --repeats. train_step.py's other flags are
+  defined too and ignored: the step is the synthetic default's at 64 px, 2 warm-up steps."""
   from benchmarks import train_step  # pylint: disable=g-import-not-at-top,unused-import
   flags.DEFINE_integer('repeats', 20, 'Timed runs of the op alone.')
   FLAGS.set_default('batch', ['16'])
   FLAGS.set_default('steps', 20)
+
 
 # [H, W, C] of the inputs up-sampled by the synthetic default's model at 64 px: the encoder
 # trunk's 4 -> 8 -> 16 px (64 channels), the U-Net's 4 -> ... -> 64 px (64, 64, 64, 32).
@@ -59,6 +61,7 @@ def _median_seconds(fn, args, repeats):
 
 
 def op_rows(batch, repeats):
+  """Per shape of SHAPES: forward and backward median seconds of both, and their differences."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -83,6 +86,7 @@ def op_rows(batch, repeats):
 
 
 def step_record(batch, steps):
+  """The synthetic default's train step with each up-sampling, timed alternately."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from benchmarks import train_step as train_step_bench  # pylint: disable=g-import-not-at-top
@@ -141,7 +145,8 @@ def main(argv):
   record['step'] = step_record(batch, FLAGS.steps)
   step = record['step']
   print(f'train step (synthetic default, B={batch}, 64 px), {FLAGS.steps} alternating '
-        f'steps each: resize {step["resize_step_s"]:.3f} s, stencil {step["stencil_step_s"]:.3f} s; '
+        f'steps each: resize {step["resize_step_s"]:.3f} s, '
+        f'stencil {step["stencil_step_s"]:.3f} s; '
         f'paired ratio resize / stencil: median {step["paired_ratio_median"]:.3f} '
         f'(min {step["paired_ratio_min"]:.3f}, max {step["paired_ratio_max"]:.3f})')
   record['load_average_1min_end'] = round(os.getloadavg()[0], 2)

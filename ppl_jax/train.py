@@ -101,10 +101,11 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
         rng, image.shape[0], max_degrees=loss_config.equivariance_degrees,
         max_log_scale=loss_config.equivariance_log_scale,
         max_shift=loss_config.equivariance_shift)
-    warped = ops.warp_images(image, matrix, shift)
-    if loss_config.equivariance_invert_prob:
-      warped, _ = ops.invert_some(jax.random.fold_in(rng, 1), warped,
-                                  loss_config.equivariance_invert_prob)
+    with jax.named_scope('warp'):
+      warped = ops.warp_images(image, matrix, shift)
+      if loss_config.equivariance_invert_prob:
+        warped, _ = ops.invert_some(jax.random.fold_in(rng, 1), warped,
+                                    loss_config.equivariance_invert_prob)
     # Train-mode BatchNorm like the main pass; the statistics of this pass are dropped (the
     # state keeps those of the real frames).
     (warped_keypoints, _), _ = model.apply(

@@ -21,7 +21,7 @@ def _bilinear_matrix(n):
   return m
 
 
-@pytest.mark.parametrize('shape', [(2, 5, 3, 4), (1, 1, 6, 2), (3, 8, 8, 1)])
+@pytest.mark.parametrize('shape', [(2, 5, 3, 4), (1, 1, 6, 2), (1, 2, 1, 3), (3, 8, 8, 1)])
 def test_upsample2x_and_its_gradient_equal_the_interpolation_matrix(shape):
   rng = np.random.default_rng(0)
   x = rng.normal(size=shape)
@@ -51,3 +51,19 @@ def test_upsample2x_gradient_under_jit_matches_finite_differences():
     step[index] = eps
     numeric = (float(loss(x + step)) - float(loss(x - step))) / (2 * eps)
     assert abs(grad[index] - numeric) < 2e-3 * max(1.0, abs(numeric)), index
+
+
+def test_upsample2x_in_bfloat16_rounds_once():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.bfloat16)
+  g = jnp.asarray(rng.normal(size=(2, 12, 10, 3)), jnp.bfloat16)
+  rows, cols = _bilinear_matrix(6), _bilinear_matrix(5)
+  expected = np.einsum('ih,jw,bhwc->bijc', rows, cols, np.asarray(x, np.float64))
+  expected_grad = np.einsum('ih,jw,bijc->bhwc', rows, cols, np.asarray(g, np.float64))
+  y, vjp = jax.vjp(ops.upsample2x, x)
+  (grad,) = vjp(g)
+  assert y.dtype == jnp.bfloat16 and grad.dtype == jnp.bfloat16
+  # One rounding to bfloat16 (8 significant bits): within half an ulp, 2^-8 relative.
+  for got, want in ((y, expected), (grad, expected_grad)):
+    got = np.asarray(got, np.float64)
+    assert np.all(np.abs(got - want) <= 2.0 ** -8 * np.abs(want) + 1e-6)

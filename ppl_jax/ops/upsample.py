@@ -52,8 +52,9 @@ def _up_transpose(g, axis):
 
 @jax.custom_vjp
 def upsample2x(x):
-  """[B, H, W, C] -> [B, 2H, 2W, C], bilinear with half-pixel centres."""
-  return _up(_up(x, 1), 2)
+  """[B, H, W, C] -> [B, 2H, 2W, C], bilinear with half-pixel centres; computed in float32
+  (a bfloat16 input is rounded once, at the end). Reverse-mode differentiable only."""
+  return _up(_up(x.astype(jnp.float32), 1), 2).astype(x.dtype)
 
 
 def _upsample2x_fwd(x):
@@ -61,7 +62,7 @@ def _upsample2x_fwd(x):
 
 
 def _upsample2x_bwd(_, g):
-  return (_up_transpose(_up_transpose(g, 2), 1),)
+  return (_up_transpose(_up_transpose(g.astype(jnp.float32), 2), 1).astype(g.dtype),)
 
 
 upsample2x.defvjp(_upsample2x_fwd, _upsample2x_bwd)
