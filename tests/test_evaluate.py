@@ -176,9 +176,13 @@ def test_matched_error_matches_independent_recomputation(run):
   coefficients = np.linalg.lstsq(features(fit_predicted),
                                  percent(fit_truth).reshape(len(fit_truth), -1), rcond=None)[0]
   regressed = (features(predicted) @ coefficients).reshape(truth.shape)
+  # 1e-3, not 1e-4: 12 fit frames against 2N + 1 = 41 features make the fit the minimum-norm
+  # solution of an underdetermined system, which amplifies the ~1e-7 differences between the
+  # eval step's batches of 4 and this one-batch forward pass (1.7e-4 seen after the up-sampling
+  # became a stencil).
   np.testing.assert_allclose(
       report['results']['regression']['value'],
-      np.linalg.norm(regressed - percent(truth), axis=-1).mean(), rtol=1e-4)
+      np.linalg.norm(regressed - percent(truth), axis=-1).mean(), rtol=1e-3)
   # CenterMasking 8 past iteration 0, re-derived: the centre 8 x 8 patches of the 32 x 32
   # grid zeroed, iterative inference per eval batch with the training context's block masks
   # (seeded by (config.seed, batch index)), errors of the reported clean assignment.

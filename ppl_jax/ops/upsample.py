@@ -5,9 +5,10 @@ i - 1/4 and row 2i + 1 at i + 1/4, so along each axis
   y[2i] = 3/4 x[i] + 1/4 x[i - 1],   y[2i + 1] = 3/4 x[i] + 1/4 x[i + 1],
 with the edge row repeated outside (jax.image.resize renormalises the edge weights, which is
 the same). Written by hand because `jax.image.resize` builds the same map from dense
-interpolation matrices (dot products plus transposes): in the synthetic default's train step
-on a 2-core CPU the stencil is 3-9x faster forward and 2-4x faster backward at the encoder's
-and decoder's shapes, equal to 1e-6 (benchmarks/README.md, "Synthetic default step").
+interpolation matrices (dot products plus transposes): on a 2-core CPU the stencil is 2.7-5.5x
+faster forward and 1.2-3.2x backward at the synthetic default's shapes, equal to 1e-6, and its
+train step 3.6% faster (benchmarks/upsample.py; benchmarks/README.md, "Where the step's time
+goes").
 The backward pass is the stencil's transpose, written out: autodiff of the slices and
 concatenations was slower than jax.image.resize's own gradient.
 """
