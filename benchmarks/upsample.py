@@ -49,19 +49,9 @@ def resize_upsample2x(x):
   return jax.image.resize(x, (b, 2 * h, 2 * w, c), method='bilinear')
 
 
-def _median_seconds(fn, args, repeats):
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def op_rows(batch, repeats):
   """Per shape of SHAPES: forward and backward median seconds of both, and their differences."""
+  from benchmarks.link_heatmap import median_seconds  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -76,8 +66,8 @@ def op_rows(batch, repeats):
     for name, fn in (('resize', resize_upsample2x), ('stencil', ops.upsample2x)):
       forward = jax.jit(fn)
       backward = jax.jit(lambda x, g, fn=fn: jax.vjp(fn, x)[1](g)[0])
-      row[f'{name}_fwd_s'] = _median_seconds(forward, (x,), repeats)
-      row[f'{name}_bwd_s'] = _median_seconds(backward, (x, g), repeats)
+      row[f'{name}_fwd_s'] = median_seconds(forward, (x,), repeats, warmup=1)
+      row[f'{name}_bwd_s'] = median_seconds(backward, (x, g), repeats, warmup=1)
       outputs[name] = (forward(x), backward(x, g))
     row['max_abs_diff_fwd'] = float(jnp.max(jnp.abs(outputs['resize'][0] - outputs['stencil'][0])))
     row['max_abs_diff_bwd'] = float(jnp.max(jnp.abs(outputs['resize'][1] - outputs['stencil'][1])))
