@@ -10,12 +10,12 @@ under `jax.profiler` and reads the trace back: each kernel event is one instruct
 compiled HLO, whose `op_name` metadata carries the Flax module path, the forward (`jvp`) or
 backward (`transpose`) pass and the named scopes of `train.py` (equivariance, warp, objective,
 image_loss, optimizer, halt_check; XLA may fuse the halt check's selects with the optimizer's
-update, which then counts as 'halt check'). Kernels are
-grouped by component and direction, by kind (convolution, dot, layout copy/transpose,
-elementwise/reduction/other; a loop's kernels count on their own, not the loop) and by
-operation (the op_name's last two segments). A convolution's FLOPs are computed from its HLO shapes
-(2 x output elements x window x input features per group), so the table gives each component's
-convolution rate beside the f32 matmul peak measured in the same process.
+update, which then counts as 'halt check'). Kernels are grouped by component and direction,
+by kind (convolution, dot, layout copy/transpose, elementwise/reduction/other; a loop's
+kernels count on their own, not the loop) and by operation (the op_name's last two segments).
+A convolution's FLOPs are computed from its HLO shapes (2 x output elements x window x input
+features per group), so the table gives each component's convolution rate beside the f32
+matmul peak measured in the same process.
 
 Columns: ms per step; share of the summed kernel time; convolution ms, GFLOP and GFLOP/s.
 `kernel_sum_s` / `step_s` says how much of the wall step the kernels cover (the rest is the
@@ -223,13 +223,17 @@ def summarise(kernels: Kernels, events, steps: int, top: int = 12) -> dict:
   by_kind = collections.Counter()
   by_kernel = collections.Counter()
   by_operation = collections.Counter()
-  labels = {}
+  labels, kinds, operations = {}, {}, {}   # per kernel, worked out at its first event
   for name, seconds in events:
     if name not in kernels.instructions or kernels.instructions[name]['op'] in _LOOPS:
       continue   # the runtime's own events, and loops (their bodies' kernels are events)
     seconds /= steps
-    label = labels.setdefault(name, component_of(kernels.op_name(name)))
-    kind = kernels.kind(name)
+    if name not in labels:
+      op_name = kernels.op_name(name)
+      labels[name] = component_of(op_name)
+      kinds[name] = kernels.kind(name)
+      operations[name] = operation_of(op_name)
+    label, kind = labels[name], kinds[name]
     row = by_component[label]
     row['s'] += seconds
     if kind == 'convolution':
@@ -237,11 +241,11 @@ def summarise(kernels: Kernels, events, steps: int, top: int = 12) -> dict:
     row[kind] = row.get(kind, 0.0) + seconds
     by_kind[kind] += seconds
     by_kernel[name] += seconds
-    by_operation[operation_of(kernels.op_name(name))] += seconds
+    by_operation[operations[name]] += seconds
   # FLOPs once per kernel that ran: a kernel runs once per step unless it sits in a loop body
   # (no convolution does in these models).
   for name in by_kernel:
-    if kernels.kind(name) == 'convolution':
+    if kinds[name] == 'convolution':
       by_component[labels[name]]['conv_flops'] += kernels.flops(name)
   total = sum(by_kind.values())
   if not total:
@@ -255,7 +259,7 @@ def summarise(kernels: Kernels, events, steps: int, top: int = 12) -> dict:
       'operations': {k: {'s': v, 'fraction': v / total}
                      for k, v in by_operation.most_common(top)},
       'slowest_kernels': [
-          {'name': n, 's': s, 'component': labels[n], 'kind': kernels.kind(n),
+          {'name': n, 's': s, 'component': labels[n], 'kind': kinds[n],
            'conv_gflop': kernels.flops(n) / 1e9}
           for n, s in by_kernel.most_common(top)],
       'conv_flops': sum(v['conv_flops'] for v in by_component.values()),
