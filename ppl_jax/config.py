@@ -180,6 +180,11 @@ def default_config() -> ml_collections.ConfigDict:
   # Probability that the warped copy is also contrast-inverted (I -> -I in [-1, 1]): its
   # keypoints must not depend on whether the figure is lighter or darker than the scene.
   config.loss.equivariance_invert_prob = 0.0
+  # Probability that the warped copy is also mirrored left-right: for side views whose
+  # figures face either way (the quadruped), a keypoint must follow the same body part
+  # whichever way the figure faces. (Not for front views: it asks a keypoint on the left
+  # wrist to sit on the mirrored frame's right-looking wrist.)
+  config.loss.equivariance_flip_prob = 0.0
 
   # --- optimisation -----------------------------------------------------
   config.optim = ml_collections.ConfigDict()
@@ -505,6 +510,8 @@ def validate(config: ml_collections.ConfigDict, *,
             'loss.equivariance_shift', allow_zero=True)
   _check(0.0 <= config.loss.equivariance_invert_prob <= 1.0, 'loss.equivariance_invert_prob',
          config.loss.equivariance_invert_prob, 'must be in [0, 1]')
+  _check(0.0 <= config.loss.equivariance_flip_prob <= 1.0, 'loss.equivariance_flip_prob',
+         config.loss.equivariance_flip_prob, 'must be in [0, 1]')
   _positive(config, 'loss.separation_margin')
   if config.loss.perceptual != 'none':
     weights = config.loss.vgg_weights

@@ -100,7 +100,8 @@ def create_train_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     matrix, shift = ops.random_similarity(
         rng, image.shape[0], max_degrees=loss_config.equivariance_degrees,
         max_log_scale=loss_config.equivariance_log_scale,
-        max_shift=loss_config.equivariance_shift)
+        max_shift=loss_config.equivariance_shift,
+        flip_prob=loss_config.equivariance_flip_prob)
     with jax.named_scope('warp'):
       warped = ops.warp_images(image, matrix, shift)
       if loss_config.equivariance_invert_prob:

@@ -157,6 +157,7 @@ def _tiny():
     ('model.heatmap_stride', 1, 'config.model.heatmap_stride'),
     ('model.heatmap_stride', 2 ** 9, 'config.model.heatmap_stride'),
     ('loss.pixel', 'l2', 'config.loss.pixel'),
+    ('loss.equivariance_flip_prob', 1.5, 'config.loss.equivariance_flip_prob'),
     ('loss.perceptual', 'vgg19', 'config.loss.vgg_weights'),
     ('optim.optimizer', 'sgd', 'config.optim.optimizer'),
     ('optim.learning_rate', -1e-3, 'config.optim.learning_rate'),

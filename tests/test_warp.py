@@ -28,6 +28,32 @@ def test_random_similarity_is_a_scaled_rotation_within_bounds():
   assert np.all(np.abs(shift) <= 0.05) and np.abs(shift).max() > 0.04
 
 
+def test_random_similarity_flips_the_drawn_warps_only():
+  kwargs = dict(max_degrees=15.0, max_log_scale=0.1, max_shift=0.05)
+  plain, plain_shift = ops.random_similarity(jax.random.key(0), 512, **kwargs)
+  matrix, shift = ops.random_similarity(jax.random.key(0), 512, flip_prob=0.5, **kwargs)
+  plain, matrix = np.asarray(plain, np.float64), np.asarray(matrix, np.float64)
+  np.testing.assert_array_equal(shift, plain_shift)
+  flipped = np.linalg.det(matrix) < 0
+  assert 0.4 < flipped.mean() < 0.6
+  # A flipped warp is the same draw times diag(-1, 1); the others are unchanged.
+  np.testing.assert_array_equal(matrix[~flipped], plain[~flipped])
+  np.testing.assert_allclose(matrix[flipped], plain[flipped] @ np.diag([-1.0, 1.0]), atol=0)
+  always, _ = ops.random_similarity(jax.random.key(0), 64, flip_prob=1.0, **kwargs)
+  assert np.all(np.linalg.det(np.asarray(always, np.float64)) < 0)
+
+
+def test_mirror_warp_reverses_columns_and_negates_x():
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 6, 8, 3))
+  mirror = jnp.asarray(np.diag([-1.0, 1.0])[None].repeat(2, 0), jnp.float32)
+  zero = jnp.zeros((2, 2), jnp.float32)
+  warped = ops.warp_images(jnp.asarray(images, jnp.float32), mirror, zero)
+  np.testing.assert_allclose(warped, images[:, :, ::-1], atol=1e-6)
+  points = np.random.default_rng(1).uniform(-1, 1, (2, 5, 2))
+  moved = ops.warp_points(jnp.asarray(points, jnp.float32), mirror, zero)
+  np.testing.assert_allclose(moved, points * [-1.0, 1.0], atol=1e-6)
+
+
 def test_warped_blob_lands_where_warp_points_says():
   h, w = 32, 40
   blob = _blob(h, w, 11, 25)

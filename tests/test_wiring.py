@@ -196,6 +196,14 @@ def test_equivariance_term_enters_the_loss(step_setup):
                                          np.zeros((len(plain), 2)))
   assert inverted['equivariance_loss'] > 1e-6
   np.testing.assert_allclose(inverted['equivariance_loss'], expected, rtol=1e-4)
+  # The identity warp with every copy mirrored: T'(I flipped left-right) against T'(I) with
+  # x negated (pixel centres are symmetric, so the warp is an exact column reversal).
+  flipped, _ = metrics_with(equivariance_degrees=0.0, equivariance_log_scale=0.0,
+                            equivariance_shift=0.0, equivariance_flip_prob=1.0)
+  mirrored = keypoints_of(batch['image'][:, :, ::-1])
+  expected = np.mean((mirrored - plain * np.array([-1.0, 1.0])) ** 2)
+  assert flipped['equivariance_loss'] > 1e-6
+  np.testing.assert_allclose(flipped['equivariance_loss'], expected, rtol=1e-4)
   warped, grads = metrics_with()
   assert warped['equivariance_loss'] > 1e-6
   np.testing.assert_allclose(warped['loss'] - base['loss'], 10.0 * warped['equivariance_loss'],

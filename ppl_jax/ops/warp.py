@@ -11,15 +11,21 @@ from ppl_jax.ops.grid import pixel_grid
 
 
 def random_similarity(rng, batch: int, *, max_degrees: float, max_log_scale: float,
-                      max_shift: float):
+                      max_shift: float, flip_prob: float = 0.0):
   """(A [B, 2, 2], t [B, 2]): rotation uniform in +-max_degrees, scale exp(uniform
-  +-max_log_scale), shift uniform in +-max_shift ([-1, 1] units) per axis."""
+  +-max_log_scale), shift uniform in +-max_shift ([-1, 1] units) per axis; with probability
+  flip_prob a warp also mirrors x (A = R s diag(-1, 1): the warped image is the input flipped
+  left-right, then rotated, scaled and shifted)."""
   angle_rng, scale_rng, shift_rng = jax.random.split(rng, 3)
   angle = jnp.deg2rad(max_degrees) * jax.random.uniform(angle_rng, (batch,), minval=-1, maxval=1)
   scale = jnp.exp(max_log_scale * jax.random.uniform(scale_rng, (batch,), minval=-1, maxval=1))
   cos, sin = scale * jnp.cos(angle), scale * jnp.sin(angle)
   matrix = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)
   shift = max_shift * jax.random.uniform(shift_rng, (batch, 2), minval=-1, maxval=1)
+  if flip_prob:   # a key of its own: without flips the draws above are unchanged
+    flipped = jax.random.uniform(jax.random.fold_in(rng, 3), (batch,)) < flip_prob
+    column_sign = jnp.stack([jnp.where(flipped, -1.0, 1.0), jnp.ones(batch)], -1)   # [B, 2]
+    matrix = matrix * column_sign[:, None, :]   # A diag(-1, 1): x's column negated
   return matrix, shift
 
 
