@@ -181,9 +181,11 @@ def default_config() -> ml_collections.ConfigDict:
   # keypoints must not depend on whether the figure is lighter or darker than the scene.
   config.loss.equivariance_invert_prob = 0.0
   # Probability that the warped copy is also mirrored left-right: for side views whose
-  # figures face either way (the quadruped), a keypoint must follow the same body part
-  # whichever way the figure faces. (Not for front views: it asks a keypoint on the left
-  # wrist to sit on the mirrored frame's right-looking wrist.)
+  # figures face either way, a keypoint must follow the same body part whichever way the
+  # figure faces. (Not for front views: it asks a keypoint on the left wrist to sit on the
+  # mirrored frame's right-looking wrist.) On the synthetic quadruped at 0.5 the keypoints
+  # gathered on the body's middle, where a mirror maps each onto itself (benchmarks/README.md,
+  # "Quadruped"): off everywhere.
   config.loss.equivariance_flip_prob = 0.0
 
   # --- optimisation -----------------------------------------------------
