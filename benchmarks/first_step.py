@@ -27,23 +27,31 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
-config_flags.DEFINE_config_file('config', os.path.join(_REPO, 'configs', 'synthetic.py'),
-                                'Training config.')
-flags.DEFINE_string('out', '', 'Write the losses and gradients to this .npz.')
-flags.DEFINE_string('compare', '', 'A .npz from an earlier run to compare against.')
-flags.DEFINE_float('rtol', 1e-4, 'Largest relative difference accepted by --compare.')
 FLAGS = flags.FLAGS
 
 
-def first_step_values(config) -> dict:
-  """{'loss/<name>': scalar, 'grad/<path>': array} of the first step, as float64 numpy."""
-  import jax  # pylint: disable=g-import-not-at-top
+def _define_flags():   # on running the script only: step_program.py imports this module
+  config_flags.DEFINE_config_file('config', os.path.join(_REPO, 'configs', 'synthetic.py'),
+                                  'Training config.')
+  flags.DEFINE_string('out', '', 'Write the losses and gradients to this .npz.')
+  flags.DEFINE_string('compare', '', 'A .npz from an earlier run to compare against.')
+  flags.DEFINE_float('rtol', 1e-4, 'Largest relative difference accepted by --compare.')
+
+
+def setup_and_first_batch(config):
+  """(TrainSetup, the first batch of the config's training pipeline, sharded)."""
   from ppl_jax import input_pipeline, sharding, train  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh()
   setup = train.create_train_setup(config, mesh)
   source = input_pipeline.build_source(config.data, 'train')
   dataset = input_pipeline.create_train_dataset(config, source, seed=config.seed)
-  batch = sharding.shard_batch(next(iter(dataset)), mesh)
+  return setup, sharding.shard_batch(next(iter(dataset)), mesh)
+
+
+def first_step_values(config) -> dict:
+  """{'loss/<name>': scalar, 'grad/<path>': array} of the first step, as float64 numpy."""
+  import jax  # pylint: disable=g-import-not-at-top
+  setup, batch = setup_and_first_batch(config)
   metrics, _, grads = setup.loss_and_grads(setup.init(), batch, setup.vgg_params)
   values = {f'loss/{k}': np.float64(v) for k, v in jax.device_get(metrics).items()}
   for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(grads))[0]:
@@ -91,4 +99,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -49,12 +49,8 @@ def normalise(hlo_text: str) -> str:
 
 def step_program(config) -> str:
   """The normalised optimized HLO of `train_step` on the config's first training batch."""
-  from ppl_jax import input_pipeline, sharding, train  # pylint: disable=g-import-not-at-top
-  mesh = sharding.make_mesh()
-  setup = train.create_train_setup(config, mesh)
-  source = input_pipeline.build_source(config.data, 'train')
-  dataset = input_pipeline.create_train_dataset(config, source, seed=config.seed)
-  batch = sharding.shard_batch(next(iter(dataset)), mesh)
+  from benchmarks import first_step  # pylint: disable=g-import-not-at-top
+  setup, batch = first_step.setup_and_first_batch(config)
   compiled = setup.train_step.lower(setup.init(), batch, setup.vgg_params).compile()
   return normalise(compiled.as_text())
 
