@@ -184,8 +184,8 @@ def default_config() -> ml_collections.ConfigDict:
   # figures face either way, a keypoint must follow the same body part whichever way the
   # figure faces. (Not for front views: it asks a keypoint on the left wrist to sit on the
   # mirrored frame's right-looking wrist.) On the synthetic quadruped at 0.5 the keypoints
-  # gathered on the body's middle, where a mirror maps each onto itself (benchmarks/README.md,
-  # "Quadruped"): off everywhere.
+  # gathered on the body's symmetry axis, where a mirror maps each near itself, with or
+  # without the separation term (benchmarks/README.md, "Quadruped"): off everywhere.
   config.loss.equivariance_flip_prob = 0.0
 
   # --- optimisation -----------------------------------------------------

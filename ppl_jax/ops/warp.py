@@ -14,8 +14,8 @@ def random_similarity(rng, batch: int, *, max_degrees: float, max_log_scale: flo
                       max_shift: float, flip_prob: float = 0.0):
   """(A [B, 2, 2], t [B, 2]): rotation uniform in +-max_degrees, scale exp(uniform
   +-max_log_scale), shift uniform in +-max_shift ([-1, 1] units) per axis; with probability
-  flip_prob a warp also mirrors x (A = R s diag(-1, 1): the warped image is the input flipped
-  left-right, then rotated, scaled and shifted)."""
+  flip_prob a warp also mirrors x (A = R s diag(-1, 1): the warped image is the rotated,
+  scaled and shifted one, mirrored left-right)."""
   angle_rng, scale_rng, shift_rng = jax.random.split(rng, 3)
   angle = jnp.deg2rad(max_degrees) * jax.random.uniform(angle_rng, (batch,), minval=-1, maxval=1)
   scale = jnp.exp(max_log_scale * jax.random.uniform(scale_rng, (batch,), minval=-1, maxval=1))
