@@ -64,3 +64,13 @@ def object_store(_object_store_root, request):
   """(url, local folder): a fresh gs://BUCKET/run whose objects land in the local folder."""
   bucket = request.node.name.replace('[', '-').replace(']', '').replace('_', '-')
   return f'gs://{bucket}/run', _object_store_root / bucket / 'run'
+
+
+def load_benchmark(script: str):
+  """The module of benchmarks/<script>.py (benchmarks/ is not a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(f'{script}_bench',
+                                                REPO / 'benchmarks' / f'{script}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -1,20 +1,17 @@
 """benchmarks/joint_offsets.py on a hand-made case: a rigid follower and a scattered one."""
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _module():
-  spec = importlib.util.spec_from_file_location(
-      'joint_offsets_bench', os.path.join(REPO, 'benchmarks', 'joint_offsets.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark('joint_offsets')
 
 
 def test_bias_scatter_and_within_in_pixels():

@@ -1,20 +1,17 @@
 """benchmarks/occlusion.py: per-seed numbers and the issue's checks on hand-made reports."""
 
-import importlib.util
 import os
 
 import pytest
+
+from conftest import load_benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
 def bench():
-  spec = importlib.util.spec_from_file_location(
-      'occlusion_bench', os.path.join(REPO, 'benchmarks', 'occlusion.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark('occlusion')
 
 
 def _curves(clean, random, center):

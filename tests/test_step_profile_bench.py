@@ -1,6 +1,5 @@
 """benchmarks/step_profile.py: HLO parsing, convolution FLOPs and the per-component summary."""
 
-import importlib.util
 import os
 import tempfile
 
@@ -9,16 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
 def profile():
-  spec = importlib.util.spec_from_file_location(
-      'step_profile_bench', os.path.join(REPO, 'benchmarks', 'step_profile.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark('step_profile')
 
 
 def _conv(x, w):

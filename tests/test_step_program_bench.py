@@ -1,22 +1,19 @@
 """benchmarks/step_program.py: what the normalised program text keeps and drops."""
 
-import importlib.util
 import os
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+from conftest import load_benchmark
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
 def program():
-  spec = importlib.util.spec_from_file_location(
-      'step_program_bench', os.path.join(REPO, 'benchmarks', 'step_program.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark('step_program')
 
 
 def test_normalise_drops_metadata_name_and_location_tables(program):

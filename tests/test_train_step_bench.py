@@ -1,7 +1,6 @@
 """benchmarks/train_step.py helpers, and the bf16 / remat switches through the train step."""
 
 import functools
-import importlib.util
 import os
 
 import jax
@@ -9,6 +8,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from conftest import load_benchmark
 
 from ppl_jax import sharding
 from ppl_jax import train
@@ -23,11 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope='module')
 def bench():
   """benchmarks/train_step.py as a module (loaded once: it defines absl flags)."""
-  spec = importlib.util.spec_from_file_location(
-      'train_step_bench', os.path.join(REPO, 'benchmarks', 'train_step.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark('train_step')
 
 
 def _batch(batch, size, seed=0):
