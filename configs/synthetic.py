@@ -10,10 +10,10 @@ mean-pose baseline.
   --config=configs/synthetic.py:tiny             a few-second smoke run (tests)
   --config=configs/synthetic.py:kind=quadruped   four-legged figures, N=10
   --config=configs/synthetic.py:variant=4        a Table 3 prior variant
-  --config=configs/synthetic.py:parts=16         N keypoints (default 20 for the humanoid's 15
-      joints: 20 found both elbows where 16 did not, on five seeds, at the same cost per step,
-      benchmarks/README.md "More keypoints"; 16 for a predefined human16 prior; 10 for the
-      quadruped).
+  --config=configs/synthetic.py:parts=16         N keypoints (default 24 for the humanoid's 15
+      joints: 20 found both elbows where 16 did not, and 24 beat 20 on each of five seeds, at
+      nearly the same cost per step, benchmarks/README.md "More keypoints" and "N = 24"; 16 for
+      a predefined human16 prior; 10 for the quadruped).
 """
 
 from ppl_jax import config as config_lib
@@ -24,7 +24,7 @@ def get_config(arg=None):
                              size=64, parts=0)
   if arg.parts < 0:
     raise ValueError(f'configs/synthetic.py: parts={arg.parts} must be positive, or 0 for '
-                     'the default (20; 16 with a predefined prior; 10 for the quadruped).')
+                     'the default (24; 16 with a predefined prior; 10 for the quadruped).')
   config = config_lib.default_config()
   config.data.name = 'synthetic'
   config.data.image_size = arg.size
@@ -42,7 +42,7 @@ def get_config(arg=None):
   if arg.kind == 'quadruped':
     config.model.num_parts = arg.parts or 10
   else:
-    config.model.num_parts = arg.parts or (16 if predefined else 20)
+    config.model.num_parts = arg.parts or (16 if predefined else 24)
   # The release's reconstruction context (the frame itself with 80% of its blocks zeroed)
   # instead of the paper's other frame of the video, on a coarser grid than the release's
   # (8 x 8 blocks of 8 px; the release has 16 x 16, 8 px blocks at 128 px).

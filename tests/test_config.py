@@ -37,8 +37,8 @@ def test_synthetic_default_is_valid_and_cpu_sized():
   assert config.model.keypoint_prior == 'memory'
 
 
-@pytest.mark.parametrize('arg, parts', [('', 20), ('parts=16', 16), ('variant=1', 16),
-                                        ('variant=9', 20), ('variant=5', 16),
+@pytest.mark.parametrize('arg, parts', [('', 24), ('parts=16', 16), ('variant=1', 16),
+                                        ('variant=9', 24), ('variant=5', 16),
                                         ('kind=quadruped', 10), ('kind=quadruped,parts=12', 12)])
 def test_synthetic_number_of_keypoints(arg, parts):
   config = _load(f'configs/synthetic.py:{arg}' if arg else 'configs/synthetic.py')
