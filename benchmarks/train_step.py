@@ -58,7 +58,7 @@ flags.DEFINE_enum('model', 'synthetic', ['synthetic', 'full'],
                   'synthetic: configs/synthetic.py sizes; full: default_config() sizes.')
 flags.DEFINE_list('batch', ['8', '64'], 'Global batch sizes.')
 flags.DEFINE_list('size', ['64', '128'], 'Image sides in pixels.')
-flags.DEFINE_integer('num_parts', 0, 'N keypoints (0: the model\'s config, synthetic 20, full 16).')
+flags.DEFINE_integer('num_parts', 0, 'N keypoints (0: the model\'s config, synthetic 24, full 16).')
 flags.DEFINE_enum('perceptual', 'none', ['none', 'vgg16', 'vgg19'],
                   'Perceptual loss (needs --vgg_weights or --random_vgg). With '
                   '--model=synthetic it is added to the config\'s pixel loss.')
