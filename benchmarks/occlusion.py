@@ -8,7 +8,9 @@ Every `seedK` folder under each --workdirs entry (or the entry itself if it hold
 checkpoints/) is a trained run. For each, `python -m ppl_jax.evaluate` (with the sweeps)
 writes WORKDIR/eval_occlusion unless a report there was made by the current clean commit with
 the same packages. Then per seed, in units of the image side x 100 (matched error, assignment
-fixed on clean frames), for the paper's loop ('paper') and the composite loop ('composite'):
+fixed on clean frames), for the paper's loop ('paper'), the composite loop ('composite') and
+the composite loop with the memory's recall replaced by the identity ('composite_identity';
+RandomMasking 0.3, CenterMasking 8 and clean frames only):
   - clean: the single pass and the last iteration on clean frames (drift, %);
   - RandomMasking 0.3 and CenterMasking 8: iteration 0, the last iteration, the change (%);
   - RandomMasking 0.3's last iteration over the clean single pass (ratio);
@@ -49,8 +51,10 @@ def _define_flags():
 
 OUT = 'eval_occlusion'
 MASKINGS = ('random_0.3', 'center_8')
-LOOPS = ('occlusion', 'occlusion_composite')   # report keys: paper loop, composite loop
-LOOP_NAMES = {'occlusion': 'paper', 'occlusion_composite': 'composite'}
+# Report keys of the loops, and their names here.
+LOOP_NAMES = {'occlusion': 'paper', 'occlusion_composite': 'composite',
+              'occlusion_composite_identity_recall': 'composite_identity'}
+OPTIONAL_LOOPS = ('occlusion_composite_identity_recall',)   # absent from older reports
 
 
 def _runs(entries):
@@ -96,8 +100,9 @@ def row(report):
   r = report['results']
   single = r['matched_error']['value']
   out = {'single_pass': single}
-  for loop in LOOPS:
-    name = LOOP_NAMES[loop]
+  for loop, name in LOOP_NAMES.items():
+    if loop in OPTIONAL_LOOPS and loop not in r:
+      continue
     clean = r[loop]['random_0']['details']['per_iteration']
     out[f'{name}_clean'] = clean
     out[f'{name}_clean_drift'] = _change(single, clean[-1])
@@ -138,8 +143,13 @@ def _curve(values):
   return ' '.join(f'{v:.2f}' for v in values)
 
 
+def _loops(rows):
+  """The loop names that every row has."""
+  return [name for name in LOOP_NAMES.values() if all(f'{name}_clean' in r for r in rows)]
+
+
 def _print(rows):
-  for loop in ('paper', 'composite'):
+  for loop in _loops(rows):
     print(f'\n{loop} loop (matched error per iteration, x100 of the side):')
     print(f'{"run":<28} {"single":>6}  {"clean drift":>11}  {"random 0.3":<24} {"%":>6}  '
           f'{"center 8":<24} {"%":>6}  {"r/clean":>7}')
@@ -177,7 +187,7 @@ def main(argv):
       json.dump({'workdirs': FLAGS.workdirs, 'provenance': code, 'rows': rows,
                  'checks': {loop: {k: {'value': v, 'passed': p}
                                    for k, (v, p) in checks(rows, loop).items()}
-                            for loop in ('paper', 'composite')}}, f, indent=2)
+                            for loop in _loops(rows)}}, f, indent=2)
     print(f'Wrote {FLAGS.json}')
 
 

@@ -19,6 +19,9 @@ which training writes; --config=configs/x.py overrides it) and writes DIR/eval/:
                 - occlusion_composite/<masking>: the sweeps of `occlusion` with the
                   'composite' loop (ours): each iteration's input is the occluded frame
                   with only its occluded pixels replaced by I_recon
+                - occlusion_composite_identity_recall/<masking>: the composite loop with
+                  the recall replaced by the identity (the maskings of
+                  occlusion_identity_recall): whether the memory helps that loop
                 - memory_recall: matched error of T'_recon = recall(T') of the clean
                   test estimates, its distance to T', and codebook use per bank (the
                   fraction of tokens used, perplexity), `evaluation.memory_diagnostics`
@@ -250,6 +253,9 @@ def evaluate_run(restored: inference.Restored, out_dir: str, *, max_eval_frames:
     results['occlusion_composite'] = _occlusion(
         restored, test_source, test, match.assignment, connectivity, max_eval_frames,
         num_iterations, figure, next_input='composite')
+    results['occlusion_composite_identity_recall'] = _identity_recall_sweep(
+        restored, test_source, match.assignment, max_eval_frames, num_iterations,
+        next_input='composite')
 
   training_provenance = workdir_lib.read_provenance(restored.workdir)
   report = {'workdir': os.fspath(workdir_lib.path(restored.workdir)), 'dataset': config.data.name,
@@ -379,14 +385,15 @@ def _occlusion(restored, source, test, assignment, connectivity, max_frames,
   return results
 
 
-def _identity_recall_sweep(restored, source, assignment, max_frames, num_iterations
-                           ) -> Dict[str, Any]:
-  """The loop with the memory's recall replaced by the identity (T'_recon = T') on clean
-  frames, RandomMasking 0.3 and CenterMasking 8: next to `occlusion`, it shows whether the
-  memory or the loop moves the poses."""
+def _identity_recall_sweep(restored, source, assignment, max_frames, num_iterations,
+                           next_input: str = 'recon') -> Dict[str, Any]:
+  """The loop (`iterative.make_iterative_inference`'s next_input) with the memory's recall
+  replaced by the identity (T'_recon = T') on clean frames, RandomMasking 0.3 and
+  CenterMasking 8: next to the loop with the recall, it shows whether the memory or the loop
+  moves the poses."""
   config = restored.config
   infer = iterative.make_iterative_inference(restored.model, num_iterations=num_iterations,
-                                             recall=False)
+                                             recall=False, next_input=next_input)
   swept = iterative.occlusion_sweep(
       infer, restored.variables, inference.eval_batches(config, source, max_frames),
       [occlusion.RandomMasking(0.0, seed=config.seed),
@@ -424,6 +431,8 @@ def _markdown(report: Dict[str, Any]) -> str:
              for k, v in results['occlusion_identity_recall'].items()]
     rows += [(f'occlusion {k}, composite input (last iteration)', v)
              for k, v in results['occlusion_composite'].items()]
+    rows += [(f'occlusion {k}, composite input, recall = identity (last iteration)', v)
+             for k, v in results['occlusion_composite_identity_recall'].items()]
   for name, entry in rows:
     lines.append(f'| {name} | {entry.get("protocol", "")} | {entry.get("split", "")} | '
                  f'{_fmt(entry)} | {entry.get("units", "")} |')

@@ -74,8 +74,10 @@ def test_report_layout_and_figures(run):
                           'prior_edges', 'prior_drift', 'occlusion', 'part_coverage',
                           'keypoint_attachment', 'heatmap_reliance', 'memory_recall',
                           'occlusion_identity_recall', 'contrast_inversion_shift',
-                          'occlusion_composite'}
+                          'occlusion_composite', 'occlusion_composite_identity_recall'}
   assert set(results['occlusion_identity_recall']) == {'random_0', 'random_0.3', 'center_8'}
+  assert (set(results['occlusion_composite_identity_recall'])
+          == {'random_0', 'random_0.3', 'center_8'})
   assert report['provenance']['packages']['jax'] and report['training_provenance']
   expected = {'matched_error': ('min_cost_flow_matching', 'test'),
               'mean_pose_baseline': ('mean_training_pose_min_cost_flow_matching', 'test'),
@@ -254,25 +256,35 @@ def test_memory_diagnostics_match_independent_recomputation(run):
   masked = images.copy()
   masked[:, 12 * patch:20 * patch, 12 * patch:20 * patch] = 0.0
   batch = config.eval_batch_size
-  per_frame = []
-  for index, start in enumerate(range(0, len(masked), batch)):
-    rows = masked[start:start + batch]
-    current = np.concatenate([rows, np.zeros((batch - len(rows),) + rows.shape[1:], rows.dtype)])
-    keep = _training_keep(config, index, batch)
-    reference = current * keep[..., None]
-    steps = []
-    for _ in range(4):
-      keypoints, _ = model.apply(variables, current, train=False, method=PPL.estimate)
-      steps.append(np.asarray(keypoints, np.float64)[:len(rows)])
-      current, _ = model.apply(variables, reference, keypoints, train=False,
-                               method=PPL.render_and_decode)
-    per_frame.append(np.stack(steps))
-  iterations = np.concatenate(per_frame, axis=1)
+  occluded = np.zeros(masked.shape[:3], bool)
+  occluded[:, 12 * patch:20 * patch, 12 * patch:20 * patch] = True
   assignment = np.asarray(report['results']['matched_error']['details']['assignment'])
-  errors = np.linalg.norm(iterations[:, :, assignment] - truth, axis=-1) / 2
+  # The composite loop's next input keeps the frame's visible pixels (the masked frame with
+  # the occluded square from I_recon); the paper's loop feeds I_recon whole.
+  for key, composite in (('occlusion_identity_recall', False),
+                         ('occlusion_composite_identity_recall', True)):
+    per_frame = []
+    for index, start in enumerate(range(0, len(masked), batch)):
+      rows = masked[start:start + batch]
+      pad = np.zeros((batch - len(rows),) + rows.shape[1:], rows.dtype)
+      frame = np.concatenate([rows, pad])
+      hole = np.concatenate([occluded[start:start + batch], np.zeros(pad.shape[:3], bool)])
+      keep = _training_keep(config, index, batch)
+      reference = frame * keep[..., None]
+      current, steps = frame, []
+      for _ in range(4):
+        keypoints, _ = model.apply(variables, current, train=False, method=PPL.estimate)
+        steps.append(np.asarray(keypoints, np.float64)[:len(rows)])
+        recon, _ = model.apply(variables, reference, keypoints, train=False,
+                               method=PPL.render_and_decode)
+        current = np.where(hole[..., None], recon, frame) if composite else recon
+      per_frame.append(np.stack(steps))
+    iterations = np.concatenate(per_frame, axis=1)
+    errors = np.linalg.norm(iterations[:, :, assignment] - truth, axis=-1) / 2
+    np.testing.assert_allclose(
+        report['results'][key]['center_8']['details']['per_iteration'],
+        100 * errors[:, visible].mean(axis=1), rtol=1e-4, err_msg=key)
   identity = report['results']['occlusion_identity_recall']
-  np.testing.assert_allclose(identity['center_8']['details']['per_iteration'],
-                             100 * errors[:, visible].mean(axis=1), rtol=1e-4)
   # Iteration 0 does not depend on the recall.
   np.testing.assert_allclose(identity['random_0']['details']['per_iteration'][0],
                              report['results']['occlusion']['random_0']['details']
