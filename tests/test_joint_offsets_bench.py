@@ -1,13 +1,9 @@
 """benchmarks/joint_offsets.py on a hand-made case: a rigid follower and a scattered one."""
 
-import os
-
 import numpy as np
 import pytest
 
 from conftest import load_benchmark
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _module():

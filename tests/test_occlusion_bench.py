@@ -1,12 +1,8 @@
 """benchmarks/occlusion.py: per-seed numbers and the issue's checks on hand-made reports."""
 
-import os
-
 import pytest
 
 from conftest import load_benchmark
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')

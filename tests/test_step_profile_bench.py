@@ -1,6 +1,5 @@
 """benchmarks/step_profile.py: HLO parsing, convolution FLOPs and the per-component summary."""
 
-import os
 import tempfile
 
 import jax
@@ -9,8 +8,6 @@ import numpy as np
 import pytest
 
 from conftest import load_benchmark
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')

@@ -1,14 +1,10 @@
 """benchmarks/step_program.py: what the normalised program text keeps and drops."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import pytest
 
 from conftest import load_benchmark
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')

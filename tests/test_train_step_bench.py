@@ -1,7 +1,6 @@
 """benchmarks/train_step.py helpers, and the bf16 / remat switches through the train step."""
 
 import functools
-import os
 
 import jax
 import flax.linen as nn
@@ -17,8 +16,6 @@ from ppl_jax.losses import make_image_loss
 from ppl_jax.losses import ppl_objective
 from ppl_jax.models import build_model
 from ppl_jax.models.decoder import UNetDecoder
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
